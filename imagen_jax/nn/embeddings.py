@@ -1,4 +1,4 @@
-"""Embeddings of scalar conditioning (noise level) for the denoisers."""
+"""Embeddings of scalar conditioning (noise level, augmentation level)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import math
 
 import flax.linen as nn
 import jax.numpy as jnp
+
+from imagen_jax.nn.partitioning import Dense
 
 
 def sinusoidal_embedding(x: jnp.ndarray, dim: int, max_period: float = 10_000.0) -> jnp.ndarray:
@@ -19,20 +21,18 @@ def sinusoidal_embedding(x: jnp.ndarray, dim: int, max_period: float = 10_000.0)
 
 
 class NoiseLevelEmbedding(nn.Module):
-    """Embeds log-SNR: sinusoidal features then a two-layer MLP (as in ADM).
+    """Embeds a log-SNR [B] into [B, features]: sinusoids, then a two-layer MLP (ADM).
 
-    log-SNR spans about [-20, 20]; it is divided by `logsnr_scale` so that the
-    sinusoid frequencies resolve the range the way timestep indices do in DDPM.
+    log-SNR spans about [-20, 20]; it is squashed to [0, 1000] (the range DDPM
+    timestep indices have) so the sinusoid frequencies resolve the whole range.
     """
 
-    dim: int
-    logsnr_scale: float = 0.05
+    features: int
+    sinusoid_dim: int = 256
 
     @nn.compact
     def __call__(self, logsnr: jnp.ndarray) -> jnp.ndarray:
-        # Map log-SNR to roughly [0, 1000] like a DDPM timestep index.
-        features = sinusoidal_embedding(500.0 * (1.0 - jnp.tanh(self.logsnr_scale * logsnr)),
-                                        self.dim)
-        h = nn.Dense(4 * self.dim, name="dense_0")(features)
-        h = nn.swish(h)
-        return nn.Dense(4 * self.dim, name="dense_1")(h)
+        position = 500.0 * (1.0 - jnp.tanh(logsnr.astype(jnp.float32) / 20.0))
+        h = sinusoidal_embedding(position, self.sinusoid_dim)
+        h = Dense(self.features, names=("embed", "mlp"), name="dense_0")(h)
+        return Dense(self.features, names=("mlp", "embed"), name="dense_1")(nn.swish(h))

@@ -38,7 +38,7 @@ class TinyConvDenoiser(nn.Module):
     @nn.compact
     def __call__(self, z: jnp.ndarray, logsnr: jnp.ndarray,
                  cond: jnp.ndarray | None = None) -> jnp.ndarray:
-        emb = NoiseLevelEmbedding(self.channels)(logsnr)
+        emb = NoiseLevelEmbedding(4 * self.channels)(logsnr)
         if cond is not None:
             emb = emb + nn.Dense(emb.shape[-1], name="cond_proj")(cond)
         h = nn.Conv(self.channels, (3, 3), name="conv_in")(z)

@@ -1,0 +1,279 @@
+"""Imagen's stages: the text -> 64x64 base model and the super-resolution models.
+
+A stage owns its U-Net, its training loss and its sampling function; the trainer
+and the cascade know nothing else about it. Text arrives as precomputed frozen T5
+embeddings ([B, L, D] plus a [B, L] mask): the encoder is never part of a stage's
+parameters, so no gradient can reach it.
+
+Batches are dicts: {'images': [B, H, W, 3] in [-1, 1], 'text': [B, L, D],
+'text_mask': [B, L]}. Parameters are the plain (unboxed) 'params' collection.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from imagen_jax.diffusion import (SamplerSettings, classifier_free_guidance, diffusion_loss,
+                                  sample as run_sampler)
+from imagen_jax.diffusion.schedules import CosineSchedule, Schedule, alpha_sigma
+from imagen_jax.nn.unet import UNet, UNetConfig
+
+Batch = dict[str, jnp.ndarray]
+
+
+def drop_text(text: jnp.ndarray, mask: jnp.ndarray, key: jax.Array,
+              prob: float) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """Replaces each example's text by the null condition (zeros, empty mask) w.p. `prob`.
+
+    This is classifier-free guidance training (Imagen section 4.1, p = 0.1); the null
+    condition equals what an empty prompt encodes to.
+    """
+    keep = jax.random.bernoulli(key, 1.0 - prob, (text.shape[0],))
+    return text * keep[:, None, None], mask.astype(bool) & keep[:, None]
+
+
+def random_crop(images: jnp.ndarray, size: int, key: jax.Array) -> jnp.ndarray:
+    """An independent random size x size crop of each image in the batch."""
+    b, h, w, c = images.shape
+    if size > min(h, w):
+        raise ValueError(f"crop size {size} is larger than the images ({h}x{w})")
+    ky, kx = jax.random.split(key)
+    ys = jax.random.randint(ky, (b,), 0, h - size + 1)
+    xs = jax.random.randint(kx, (b,), 0, w - size + 1)
+    crop = lambda im, y, x: jax.lax.dynamic_slice(im, (y, x, 0), (size, size, c))
+    return jax.vmap(crop)(images, ys, xs)
+
+
+def downsample(images: jnp.ndarray, factor: int) -> jnp.ndarray:
+    """Anti-aliased downsampling by an integer factor (how low-res inputs are made)."""
+    b, h, w, c = images.shape
+    return jax.image.resize(images, (b, h // factor, w // factor, c), "linear", antialias=True)
+
+
+def _check_batch(batch: Batch, keys: tuple[str, ...]) -> None:
+    missing = [k for k in keys if k not in batch]
+    if missing:
+        raise ValueError(f"batch is missing {missing}; it has {sorted(batch)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class BaseStage:
+    """Text -> image at `image_size` (64 in the paper; any size the U-Net divides)."""
+
+    unet: UNetConfig
+    image_size: int = 64
+    schedule: Schedule = CosineSchedule()
+    prediction: str = "eps"
+    cond_drop_prob: float = 0.1
+    min_snr_gamma: float | None = None
+
+    def __post_init__(self):
+        if not 0.0 <= self.cond_drop_prob <= 1.0:
+            raise ValueError(f"cond_drop_prob must be in [0, 1], got {self.cond_drop_prob}")
+        if self.image_size % self.unet.downsample_factor:
+            raise ValueError(f"image_size {self.image_size} is not divisible by the U-Net's "
+                             f"downsampling factor {self.unet.downsample_factor}")
+
+    @property
+    def model(self) -> UNet:
+        return UNet(self.unet)
+
+    def init(self, key: jax.Array, text_len: int = 8) -> Any:
+        """Boxed variables (with logical axis names) for a batch of one."""
+        return self.model.init(key, *self._dummy_inputs(text_len))
+
+    def _dummy_inputs(self, text_len: int) -> tuple:
+        s = self.image_size
+        return (jnp.zeros((1, s, s, self.unet.in_channels)), jnp.zeros((1,)),
+                jnp.zeros((1, text_len, self.unet.text_dim)), jnp.ones((1, text_len), bool))
+
+    def _apply(self, params, z, logsnr, cond: dict, key: jax.Array | None = None):
+        rngs = {"dropout": key} if key is not None else None
+        return self.model.apply({"params": params}, z, logsnr, cond["text"],
+                                cond["text_mask"], cond.get("lowres"), cond.get("aug_logsnr"),
+                                deterministic=key is None, rngs=rngs)
+
+    def _training_cond(self, batch: Batch, images: jnp.ndarray, key: jax.Array) -> dict:
+        text, mask = drop_text(batch["text"], batch["text_mask"], key, self.cond_drop_prob)
+        return {"text": text, "text_mask": mask}
+
+    def _training_images(self, batch: Batch, key: jax.Array) -> jnp.ndarray:
+        return batch["images"]
+
+    def loss(self, params, batch: Batch, key: jax.Array) -> tuple[jnp.ndarray, dict]:
+        """Denoising loss on a batch; returns (loss, metrics)."""
+        _check_batch(batch, ("images", "text", "text_mask"))
+        crop_key, cond_key, loss_key, dropout_key = jax.random.split(key, 4)
+        images = self._training_images(batch, crop_key)
+        cond = self._training_cond(batch, images, cond_key)
+        use_dropout = self.unet.dropout > 0
+        model_fn = lambda z, logsnr: self._apply(params, z, logsnr, cond,
+                                                 dropout_key if use_dropout else None)
+        loss, aux = diffusion_loss(model_fn, images, loss_key, self.schedule, self.prediction,
+                                   self.min_snr_gamma)
+        return loss, {"loss": loss, "mse": jnp.mean(aux["mse"])}
+
+    def _sampling_cond(self, params, text, text_mask, extra: dict) -> tuple[dict, dict]:
+        cond = {"text": text, "text_mask": text_mask.astype(bool)}
+        uncond = {"text": jnp.zeros_like(text), "text_mask": jnp.zeros_like(cond["text_mask"])}
+        return cond, uncond
+
+    def output_shape(self, batch: int, extra: dict) -> tuple[int, int, int, int]:
+        s = self.image_size
+        return (batch, s, s, self.unet.out_channels)
+
+    @functools.partial(jax.jit, static_argnames=("self", "settings"))
+    def _sample_jit(self, params, text, text_mask, key, guidance, extra: dict,
+                    settings: SamplerSettings):
+        cond, uncond = self._sampling_cond(params, text, text_mask, extra)
+        model_fn = lambda z, logsnr, c: self._apply(params, z, logsnr, c)
+        denoise_fn = classifier_free_guidance(model_fn, cond, uncond, guidance)
+        return run_sampler(denoise_fn, self.schedule, self.output_shape(text.shape[0], extra),
+                           key, settings)
+
+    def sample(self, params, text: jnp.ndarray, text_mask: jnp.ndarray, key: jax.Array, *,
+               settings: SamplerSettings = SamplerSettings(threshold="dynamic"),
+               guidance: float = 5.0) -> jnp.ndarray:
+        """Images [B, S, S, C] for text embeddings [B, L, D]; guidance w (1 = none)."""
+        if settings.prediction != self.prediction:
+            settings = dataclasses.replace(settings, prediction=self.prediction)
+        return self._sample_jit(params, text, text_mask, key, jnp.float32(guidance), {},
+                                settings)
+
+
+@dataclasses.dataclass(frozen=True)
+class SuperResolutionStage(BaseStage):
+    """Low-res image + text -> image `image_size`, with noise-conditioning augmentation.
+
+    Training (Imagen section 2.4): the low-res image (the batch's images downsampled
+    to `lowres_size`) is corrupted by the forward process at an augmentation level
+    a ~ U(0, max_aug_level) [the paper does not give the distribution; uniform as in
+    lucidrains' implementation], and the model is told a (as its log-SNR). At sampling,
+    the level is a user parameter (default 0: no corruption).
+
+    `train_crop`: train on random crops of this side (the paper trains 256 -> 1024
+    on 256 crops with the matching 64 low-res crops); the U-Net is fully
+    convolutional, so sampling runs at the full `image_size`.
+    """
+
+    lowres_size: int = 16
+    aug_schedule: Schedule = CosineSchedule()
+    max_aug_level: float = 0.5
+    train_crop: int | None = None
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.unet.lowres_cond or not self.unet.noise_aug_cond:
+            raise ValueError("a super-resolution U-Net needs lowres_cond=True and "
+                             "noise_aug_cond=True")
+        if self.image_size % self.lowres_size:
+            raise ValueError(f"image_size {self.image_size} is not a multiple of lowres_size "
+                             f"{self.lowres_size}")
+        if not 0.0 <= self.max_aug_level <= 1.0:
+            raise ValueError(f"max_aug_level must be in [0, 1], got {self.max_aug_level}")
+        if self.train_crop is not None and (self.train_crop % self.scale or
+                                            self.train_crop % self.unet.downsample_factor):
+            raise ValueError(f"train_crop {self.train_crop} must be divisible by the "
+                             f"upscaling factor {self.scale} and the U-Net's "
+                             f"{self.unet.downsample_factor}")
+
+    @property
+    def scale(self) -> int:
+        return self.image_size // self.lowres_size
+
+    def _dummy_inputs(self, text_len: int) -> tuple:
+        low = self.lowres_size
+        return super()._dummy_inputs(text_len) + (
+            jnp.zeros((1, low, low, self.unet.in_channels)), jnp.zeros((1,)))
+
+    def augment_lowres(self, lowres: jnp.ndarray, aug_level: jnp.ndarray,
+                       key: jax.Array) -> tuple[jnp.ndarray, jnp.ndarray]:
+        """Noises `lowres` to level(s) `aug_level` in [0, 1]; returns (noised, aug_logsnr)."""
+        aug_level = jnp.broadcast_to(jnp.asarray(aug_level, jnp.float32), (lowres.shape[0],))
+        aug_logsnr = self.aug_schedule(aug_level)
+        alpha, sigma = alpha_sigma(aug_logsnr[:, None, None, None])
+        noise = jax.random.normal(key, lowres.shape, lowres.dtype)
+        return alpha * lowres + sigma * noise, aug_logsnr
+
+    def _training_images(self, batch: Batch, key: jax.Array) -> jnp.ndarray:
+        images = batch["images"]
+        if self.train_crop is not None and images.shape[1] > self.train_crop:
+            images = random_crop(images, self.train_crop, key)
+        return images
+
+    def _training_cond(self, batch: Batch, images: jnp.ndarray, key: jax.Array) -> dict:
+        text_key, level_key, noise_key = jax.random.split(key, 3)
+        cond = super()._training_cond(batch, images, text_key)
+        lowres = downsample(images, self.scale)
+        level = jax.random.uniform(level_key, (images.shape[0],), maxval=self.max_aug_level)
+        cond["lowres"], cond["aug_logsnr"] = self.augment_lowres(lowres, level, noise_key)
+        return cond
+
+    def _sampling_cond(self, params, text, text_mask, extra: dict) -> tuple[dict, dict]:
+        cond, uncond = super()._sampling_cond(params, text, text_mask, extra)
+        lowres, aug_logsnr = self.augment_lowres(extra["lowres"], extra["aug_level"],
+                                                 extra["aug_key"])
+        for c in (cond, uncond):  # the low-res image conditions both halves of CFG
+            c["lowres"], c["aug_logsnr"] = lowres, aug_logsnr
+        return cond, uncond
+
+    def output_shape(self, batch: int, extra: dict) -> tuple[int, int, int, int]:
+        _, h, w, _ = extra["lowres"].shape
+        return (batch, h * self.scale, w * self.scale, self.unet.out_channels)
+
+    def sample(self, params, text: jnp.ndarray, text_mask: jnp.ndarray, key: jax.Array, *,
+               lowres: jnp.ndarray | None = None, aug_level: float = 0.0,
+               settings: SamplerSettings = SamplerSettings(threshold="dynamic"),
+               guidance: float = 5.0) -> jnp.ndarray:
+        """Upsamples `lowres` [B, h, w, C] by `scale`, any h and w (fully convolutional).
+
+        `aug_level` in [0, 1] corrupts the low-res input as in training (0 = clean;
+        the paper finds 0.1-0.3 gives the best-looking samples).
+        """
+        if lowres is None:
+            raise ValueError("super-resolution sampling needs lowres=")
+        if not 0.0 <= aug_level <= 1.0:
+            raise ValueError(f"aug_level must be in [0, 1], got {aug_level}")
+        if lowres.shape[0] != text.shape[0]:
+            raise ValueError(f"lowres has batch {lowres.shape[0]}, text has {text.shape[0]}")
+        if settings.prediction != self.prediction:
+            settings = dataclasses.replace(settings, prediction=self.prediction)
+        key, aug_key = jax.random.split(key)
+        extra = {"lowres": lowres, "aug_level": jnp.float32(aug_level), "aug_key": aug_key}
+        return self._sample_jit(params, text, text_mask, key, jnp.float32(guidance), extra,
+                                settings)
+
+
+def unbox(variables: Any) -> Any:
+    """The plain 'params' collection of boxed `init` output."""
+    return nn.unbox(variables)["params"]
+
+
+def stage_from_config(config: Any) -> BaseStage:
+    """Builds the stage a config selects ('imagen.base64', 'imagen.sr256', ...)."""
+    from imagen_jax.diffusion.schedules import get_schedule  # local: keeps imports light
+
+    kind = config.stage.split(".")[-1]
+    try:
+        unet = UNetConfig(**{k: tuple(v) if isinstance(v, list) else v
+                             for k, v in config.model.to_dict().items()})
+    except TypeError as e:  # an unknown key in config.model
+        raise ValueError(f"config.model: {e}") from None
+    d = config.diffusion
+    common = dict(unet=unet, image_size=config.image_size,
+                  schedule=get_schedule(d.schedule, resolution=config.image_size),
+                  prediction=d.prediction, cond_drop_prob=d.cond_drop_prob,
+                  min_snr_gamma=d.min_snr_gamma or None)
+    if kind == "base64":
+        return BaseStage(**common)
+    if kind in ("sr256", "sr1024"):
+        return SuperResolutionStage(**common, lowres_size=config.lowres_size,
+                                    max_aug_level=d.max_aug_level,
+                                    train_crop=d.train_crop or None)
+    raise ValueError(f"config.stage: unknown Imagen stage {config.stage!r}")

@@ -6,7 +6,9 @@ embeddings ([B, L, D] plus a [B, L] mask): the encoder is never part of a stage'
 parameters, so no gradient can reach it.
 
 Batches are dicts: {'images': [B, H, W, 3] in [-1, 1], 'text': [B, L, D],
-'text_mask': [B, L]}. Parameters are the plain (unboxed) 'params' collection.
+'text_mask': [B, L]}, plus for SR stages an optional 'lowres' [B, h, w, 3] (else
+the stage downsamples 'images'). Parameters are the plain (unboxed) 'params'
+collection.
 """
 
 from __future__ import annotations
@@ -210,7 +212,10 @@ class SuperResolutionStage(BaseStage):
     def _training_cond(self, batch: Batch, images: jnp.ndarray, key: jax.Array) -> dict:
         text_key, level_key, noise_key = jax.random.split(key, 3)
         cond = super()._training_cond(batch, images, text_key)
-        lowres = downsample(images, self.scale)
+        if "lowres" in batch and batch["images"].shape == images.shape:
+            lowres = batch["lowres"]  # made by the input pipeline from the same image
+        else:  # no low-res in the batch, or the stage cropped the images itself
+            lowres = downsample(images, self.scale)
         level = jax.random.uniform(level_key, (images.shape[0],), maxval=self.max_aug_level)
         cond["lowres"], cond["aug_logsnr"] = self.augment_lowres(lowres, level, noise_key)
         return cond

@@ -150,3 +150,17 @@ def test_cascade_produces_each_resolution_in_range(text_encoder):
     assert len(seen) == 3
     with pytest.raises(ValueError, match="first stage"):
         Cascade(text_encoder, entries[1:])
+
+
+def test_sr_loss_uses_the_pipelines_lowres_when_given():
+    stage = _stage("sr256")
+    batch = _batch(stage)
+    params, _ = _train(stage, batch, steps=3)  # a fresh U-Net's output layer is zero
+    own, _ = stage.loss(params, batch, jax.random.PRNGKey(1))
+    from imagen_jax.stages import downsample
+    same = dict(batch, lowres=downsample(batch["images"], stage.scale))
+    other = dict(batch, lowres=-same["lowres"])
+    assert float(stage.loss(params, same, jax.random.PRNGKey(1))[0]) == pytest.approx(
+        float(own), rel=1e-6)
+    assert float(stage.loss(params, other, jax.random.PRNGKey(1))[0]) != pytest.approx(
+        float(own), rel=1e-4)

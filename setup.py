@@ -17,6 +17,9 @@ INSTALL_REQUIRES = [
     # tf.data and keeps a plain machine from downloading CUDA libraries.
     "tensorflow-cpu>=2.21,<2.22",
     "tensorflow-datasets>=4.9.9",
+    # tfds imports it on every Python but declares it only for < 3.9
+    # (tensorflow/datasets#11212): without it download_and_prepare fails.
+    "importlib_resources",
     "tensorboard>=2.21",
     "numpy>=1.26",
     "pillow>=10",

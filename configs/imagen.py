@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from configs.common import add_common
+
 VARIANTS = ("paper", "tiny")
 STAGES = ("base64", "sr256", "sr1024")
 T5_XXL_DIM = 4096  # T5 v1.1-XXL encoder width (4.6B parameters, PAPERS.md 1.1)
@@ -100,6 +102,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.text.encoder = "t5"
     c.text.checkpoint = ""  # local HF directory (config.json, safetensors, spiece.model)
     c.text.max_length = 128 if paper else 16  # [?] paper; 128 as Rosetta and NeMo
+    # Offline default when no checkpoint is named: a vocabulary trained on the
+    # captions and a frozen random T5 of this size (see imagen_jax/text/from_config.py).
+    c.text.vocab_size = 128
+    c.text.seed = 0
+    c.text.random_t5 = ml_collections.ConfigDict(dict(
+        vocab_size=128, d_model=c.model.text_dim, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+        feed_forward_proj="gated-gelu"))
 
     c.sample = ml_collections.ConfigDict()
     c.sample.sampler = "ddim"
@@ -110,14 +119,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.sample.percentile = 99.5
     c.sample.aug_level = 0.0
 
-    c.train = ml_collections.ConfigDict()
-    c.train.batch_size = 2048 if paper else 8
-    c.train.steps = 2_500_000 if paper else 100
-    c.train.learning_rate = 1e-4
-    c.train.warmup_steps = 10_000 if paper else 10
-    # Adafactor for the base model, Adam for the SR models (Imagen App. F).
+    add_common(c, paper=paper)
+    # Adafactor for the base model, Adam for the SR models, 1e-4 after 10k warmup
+    # steps, batch 2048, 2.5M steps (Imagen App. F); EMA 0.9999 and clipping at 1.0
+    # are [?] in the paper (Rosetta/NeMo values).
     c.train.optimizer = "adafactor" if stage == "base64" else "adam"
-    c.train.ema_decay = 0.9999 if paper else 0.99  # [?] paper; Rosetta/NeMo 0.9999
-    c.train.grad_clip_norm = 1.0  # [?] paper; Rosetta/NeMo 1.0
-    c.seed = 0
+    c.data.resolution = image_size  # shapes_captions renders at the stage's size
     return c

@@ -1,6 +1,12 @@
 """Suite-wide JAX settings, applied before any test module builds a computation."""
 
-import jax
+import os
+
+# Eight CPU devices for the sharding tests (meshes of 8, (4, 2), ...). Must be set
+# before jax initialises its backend; everything else still runs on device 0.
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+
+import jax  # noqa: E402
 
 # On a 2-core CPU, XLA spends ~1 s compiling each random op of the partitionable
 # threefry PRNG (jax's default), i.e. ~10 s to initialise even a tiny U-Net. The

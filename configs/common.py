@@ -1,0 +1,61 @@
+"""Config sections every stage shares: data, mesh, training loop, checkpoints, logging.
+
+Stage-family files (configs/imagen.py, later configs/unclip.py) call `add_common`
+and then set what is specific to their stages.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def add_common(c: ml_collections.ConfigDict, *, paper: bool) -> ml_collections.ConfigDict:
+    c.data = ml_collections.ConfigDict()
+    # 'shapes_captions' (offline synthetic set, generated on first use) or
+    # 'image_text_folder' (data.source_dir: your images with captions).
+    c.data.name = "shapes_captions"
+    c.data.data_dir = ""  # TFDS data dir; '' = WORKDIR/../tensorflow_datasets
+    c.data.source_dir = ""  # image_text_folder only
+    c.data.num_train = 20_000 if paper else 2_000  # shapes_captions only
+    c.data.num_test = 1_000 if paper else 64
+    c.data.split = "train"
+    c.data.shuffle_buffer = 10_000 if paper else 1_000
+    # Off: a flip turns "a circle to the left of a square" into a false caption.
+    c.data.random_flip = False
+    c.data.embedding_cache = ""  # directory written by imagen_jax.data.embed_captions
+
+    # Mesh axes (data, fsdp, tensor); one size may be -1 (= the remaining devices).
+    # data-parallel: data=-1. FSDP: fsdp=-1. Tensor-parallel: tensor=N. Only this
+    # (and optionally logical_rules) changes between the three.
+    c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
+    c.logical_rules = ()  # () = imagen_jax.parallel's default table
+
+    c.train = ml_collections.ConfigDict()
+    c.train.optimizer = "adamw"
+    c.train.learning_rate = 1e-4
+    c.train.schedule = "cosine"  # or 'constant' (after warmup)
+    c.train.final_lr_fraction = 0.0
+    c.train.warmup_steps = 10_000 if paper else 10
+    c.train.b1 = 0.9
+    c.train.b2 = 0.999
+    c.train.eps = 1e-8
+    c.train.weight_decay = 0.0
+    c.train.grad_clip_norm = 1.0
+    c.train.grad_accum_steps = 1
+    c.train.ema_decay = 0.9999 if paper else 0.99
+    c.train.batch_size = 2048 if paper else 8
+    c.train.steps = 2_500_000 if paper else 100
+    c.train.nonfinite = "error"  # or 'skip': drop the update and count it
+    c.train.init_from = ""  # another run's WORKDIR: start from its (EMA) weights
+
+    c.checkpoint = ml_collections.ConfigDict()
+    c.checkpoint.every_steps = 5_000 if paper else 50
+    c.checkpoint.keep = 3
+    c.checkpoint.async_save = True
+
+    c.log = ml_collections.ConfigDict()
+    c.log.every_steps = 100 if paper else 10
+    c.log.sample_every_steps = 10_000 if paper else 0  # 0 = never during training
+    c.log.num_samples = 4
+    c.seed = 0
+    return c

@@ -1,0 +1,36 @@
+"""The text encoder a config names: a local HF T5 checkpoint, or the offline default.
+
+Offline default (config.text.checkpoint == ''): a SentencePiece vocabulary trained
+on the training captions and a *randomly initialised, frozen* small T5 (fixed
+seed). Random features still tell captions apart, which is enough for the
+synthetic shapes set; the vocabulary is saved in the workdir so that sampling
+later tokenises exactly as training did.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Sequence
+
+from imagen_jax.nn.t5 import T5Config
+from imagen_jax.text.encoder import TextEncoder
+from imagen_jax.text.tokenizer import Tokenizer, train_sentencepiece
+
+TOKENIZER_FILE = "spiece.model"
+
+
+def text_encoder_from_config(text: Any, workdir: str,
+                             captions: Callable[[], Sequence[str]] | None = None) -> TextEncoder:
+    """Loads or builds the encoder; `captions` supplies the offline vocabulary's corpus."""
+    if text.checkpoint:
+        return TextEncoder.from_pretrained(text.checkpoint, max_length=text.max_length)
+    path = os.path.join(workdir, TOKENIZER_FILE)
+    if not os.path.exists(path):
+        if captions is None:
+            raise FileNotFoundError(f"{path} is missing: the offline text encoder's vocabulary "
+                                    "is written by training; train first or set "
+                                    "config.text.checkpoint")
+        os.makedirs(workdir, exist_ok=True)
+        train_sentencepiece(list(captions()), path, vocab_size=text.vocab_size)
+    config = T5Config(**text.random_t5.to_dict())
+    return TextEncoder.random(config, Tokenizer(path, text.max_length), seed=text.seed)

@@ -1,0 +1,1 @@
+"""The generic trainer: optimiser, train state (+ EMA), checkpointing, the loop."""

@@ -1,0 +1,250 @@
+"""One training loop for every stage: the config picks the stage; the loop knows only
+`stage.init`, `stage.loss` and `stage.sample`.
+
+    config -> validate -> mesh -> stage, data iterator, text encoder, optimiser
+           -> state shardings from jax.eval_shape (no weights on one host)
+           -> resume (latest checkpoint) | init_from (another run) | fresh init
+           -> loop: next batch -> jit step (explicit shardings, donated state)
+                    -> metrics, progress, periodic samples, checkpoints
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import time
+from typing import Any
+
+from absl import logging
+from clu import metric_writers, periodic_actions
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from imagen_jax import image_io
+from imagen_jax.data.datasets import builder_from_config, captions
+from imagen_jax.data.pipeline import InputIterator, PipelineConfig, make_dataset
+from imagen_jax.diffusion import SamplerSettings
+from imagen_jax.parallel.mesh import make_mesh
+from imagen_jax.parallel.rules import DEFAULT_RULES, rules_from_config
+from imagen_jax.parallel.sharding import (batch_sharding, param_shardings, replicated,
+                                          shard_batch_tree, state_shardings)
+from imagen_jax.stages import BaseStage, stage_from_config
+from imagen_jax.train import checkpoint as ckpt_lib
+from imagen_jax.train.optimizer import learning_rate_schedule, make_optimizer
+from imagen_jax.train.state import TrainState, create_state, train_step
+from imagen_jax.train.validate import validate_config
+
+STAGE_KEYS = ("images", "lowres", "text", "text_mask")
+
+
+@dataclasses.dataclass
+class Run:
+    """Everything the loop (and tests) need, built once from a config."""
+
+    config: Any
+    workdir: str
+    mesh: jax.sharding.Mesh
+    rules: Any
+    stage: BaseStage
+    iterator: InputIterator
+    text_encoder: Any  # TextEncoder, or None when the data carries cached embeddings
+    optimizer: Any
+    state_shardings: Any
+    abstract_state: Any
+    checkpointer: ckpt_lib.Checkpointer
+
+
+def _text_len(config: Any) -> int:
+    return config.text.max_length
+
+
+def setup(config: Any, workdir: str) -> Run:
+    """Validates the config and builds the run's pieces (no compilation yet)."""
+    sizes = validate_config(config)
+    mesh = make_mesh(sizes)
+    rules = rules_from_config(config.logical_rules) if config.logical_rules else DEFAULT_RULES
+    stage = stage_from_config(config)
+    builder = builder_from_config(config.data, workdir)
+
+    text_encoder, signature = None, None
+    if config.data.embedding_cache:
+        if not config.text.checkpoint:
+            raise ValueError("config.data.embedding_cache needs config.text.checkpoint: the "
+                             "cache is checked against the encoder the config names")
+        from imagen_jax.data.embedding_cache import encoder_signature
+        signature = encoder_signature(config.text.checkpoint, config.text.max_length)
+    else:
+        from imagen_jax.text.from_config import text_encoder_from_config
+        text_encoder = text_encoder_from_config(config.text, workdir,
+                                                functools.partial(captions, builder))
+
+    is_sr = config.stage != "imagen.base64"
+    pipeline = PipelineConfig(
+        image_size=config.image_size, global_batch_size=config.train.batch_size,
+        lowres_size=config.lowres_size if is_sr else 0,
+        crop_size=config.diffusion.train_crop if is_sr else 0,
+        random_flip=config.data.random_flip, shuffle_buffer=config.data.shuffle_buffer,
+        seed=config.seed)
+    dataset = make_dataset(builder, config.data.split, pipeline,
+                           process_index=jax.process_index(),
+                           process_count=jax.process_count(),
+                           embedding_cache=config.data.embedding_cache or None,
+                           cache_signature=signature)
+    iterator = InputIterator(dataset, batch_sharding(mesh, rules=rules),
+                             tokenizer=text_encoder.tokenizer if text_encoder else None)
+
+    optimizer = make_optimizer(config.train)
+    boxed = jax.eval_shape(lambda: stage.init(jax.random.PRNGKey(0), _text_len(config)))
+    param_sh = param_shardings(boxed, mesh, rules)["params"]
+    abstract_params = jax.tree.map(lambda b: b.value, boxed["params"],
+                                   is_leaf=lambda x: hasattr(x, "names"))
+    abstract_state = jax.eval_shape(lambda p: create_state(p, optimizer, jax.random.PRNGKey(0)),
+                                    abstract_params)
+    shardings = state_shardings(abstract_state, abstract_params, param_sh, mesh)
+    checkpointer = ckpt_lib.Checkpointer(
+        os.path.join(workdir, "checkpoints"), save_every=config.checkpoint.every_steps,
+        keep=config.checkpoint.keep, async_save=config.checkpoint.async_save)
+    return Run(config, workdir, mesh, rules, stage, iterator, text_encoder, optimizer,
+               shardings, abstract_state, checkpointer)
+
+
+def initial_state(run: Run) -> TrainState:
+    """Latest checkpoint of this workdir, else `init_from`, else a fresh sharded init."""
+    config, stage = run.config, run.stage
+    target = ckpt_lib.abstract_with_shardings(run.abstract_state, run.state_shardings)
+    if run.checkpointer.latest_step() is not None:
+        logging.info("resuming from %s step %d", run.checkpointer.directory,
+                     run.checkpointer.latest_step())
+        return run.checkpointer.restore(target, run.iterator)
+
+    def init(key):
+        init_key, rng = jax.random.split(key)
+        params = jax.tree.map(lambda x: x.unbox(apply_constraint=False) if hasattr(x, "names")
+                              else x, stage.init(init_key, _text_len(config))["params"],
+                              is_leaf=lambda x: hasattr(x, "names"))
+        return create_state(params, run.optimizer, rng)
+
+    key = jax.device_put(jax.random.PRNGKey(config.seed), replicated(run.mesh))
+    state = jax.jit(init, out_shardings=run.state_shardings)(key)
+    if config.train.init_from:
+        params = ckpt_lib.load_params(config.train.init_from, run.abstract_state.params,
+                                      run.state_shardings.params)
+        state = state.replace(params=params, ema_params=jax.tree.map(jnp.copy, params),
+                              opt_state=run.optimizer.init(params))
+        logging.info("initialised from %s", config.train.init_from)
+    return state
+
+
+def _stage_batch(batch: dict) -> dict:
+    return {k: v for k, v in batch.items() if k in STAGE_KEYS + ("text_ids",)}
+
+
+def make_step(run: Run, example_batch: dict):
+    """The jitted train step for this run's shardings (text encoding folded in)."""
+    encoder = run.text_encoder
+    skip = run.config.train.nonfinite == "skip"
+
+    def step(state, batch, text_params):
+        if "text_ids" in batch:  # frozen encoder inside the step: no host round trip
+            batch = dict(batch)
+            ids = batch.pop("text_ids")
+            batch["text"] = encoder.apply(text_params, ids, batch["text_mask"])
+        return train_step(state, batch, loss_fn=run.stage.loss, optimizer=run.optimizer,
+                          ema_decay=run.config.train.ema_decay, skip_nonfinite=skip)
+
+    batch_sh = shard_batch_tree(example_batch, run.mesh, run.rules)
+    text_sh = jax.tree.map(lambda _: replicated(run.mesh), encoder.params) if encoder else None
+    return jax.jit(step, in_shardings=(run.state_shardings, batch_sh, text_sh),
+                   out_shardings=(run.state_shardings, replicated(run.mesh)),
+                   donate_argnums=(0,))
+
+
+def _flops_per_step(compiled: Any) -> float | None:
+    try:
+        cost = compiled.cost_analysis()
+    except (NotImplementedError, RuntimeError, ValueError) as e:  # best-effort per backend
+        logging.warning("no XLA cost analysis: %s", e)
+        return None
+    if isinstance(cost, (list, tuple)):
+        cost = cost[0] if cost else {}
+    return float(cost.get("flops", 0.0)) or None
+
+
+def write_samples(run: Run, state: TrainState, batch: dict, step: int, writer: Any) -> str:
+    """Samples with the EMA params for the batch's first captions; PNG + TensorBoard."""
+    n = min(run.config.log.num_samples, batch["images"].shape[0])
+    text_params = run.text_encoder.params if run.text_encoder else None
+    if "text" in batch:
+        text, mask = batch["text"][:n], batch["text_mask"][:n]
+    else:
+        text = run.text_encoder.apply(text_params, batch["text_ids"][:n], batch["text_mask"][:n])
+        mask = batch["text_mask"][:n]
+    s = run.config.sample
+    settings = SamplerSettings(sampler=s.sampler, steps=s.steps, eta=s.eta,
+                               threshold=s.threshold, percentile=s.percentile)
+    kwargs = dict(settings=settings, guidance=s.guidance)
+    if "lowres" in batch:
+        kwargs.update(lowres=batch["lowres"][:n], aug_level=s.aug_level)
+    key = jax.random.fold_in(jax.random.PRNGKey(run.config.seed), step)
+    images = np.asarray(jax.device_get(run.stage.sample(state.ema_params, text, mask, key,
+                                                        **kwargs)))
+    path = image_io.save_png_grid(images, os.path.join(run.workdir, "samples",
+                                                       f"step_{step:08d}.png"))
+    writer.write_images(step, {"samples": image_io.to_uint8(images)})
+    return path
+
+
+def train(config: Any, workdir: str) -> TrainState:
+    """Trains (or resumes) the stage `config` selects until config.train.steps."""
+    os.makedirs(workdir, exist_ok=True)
+    run = setup(config, workdir)
+    state = initial_state(run)
+    start = int(jax.device_get(state.step))
+    total = config.train.steps
+    writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+    hooks = [periodic_actions.ReportProgress(num_train_steps=total, writer=writer,
+                                             every_steps=config.log.every_steps)]
+    schedule = learning_rate_schedule(config.train)
+    text_params = run.text_encoder.params if run.text_encoder else None
+    step_fn, flops, window = None, None, []
+    last_time, last_step = time.perf_counter(), start
+    for step in range(start, total):
+        batch = next(run.iterator)
+        stage_batch = _stage_batch(batch)
+        if step_fn is None:  # compile once, ahead of time, and read XLA's FLOP count
+            step_fn = make_step(run, stage_batch).lower(state, stage_batch, text_params).compile()
+            flops = _flops_per_step(step_fn)
+            last_time = time.perf_counter()  # throughput excludes compilation
+        state, metrics = step_fn(state, stage_batch, text_params)
+        if config.train.nonfinite == "error" and not bool(metrics["finite"]):
+            raise FloatingPointError(
+                f"non-finite loss or gradient norm at step {step + 1} (loss="
+                f"{float(metrics['loss'])}, grad_norm={float(metrics['grad_norm'])}); set "
+                "config.train.nonfinite='skip' to drop such updates instead")
+        window.append(metrics)
+        done = step + 1
+        for hook in hooks:
+            hook(done)
+        if done % config.log.every_steps == 0 or done == total:
+            now = time.perf_counter()
+            steps_per_sec = (done - last_step) / max(now - last_time, 1e-9)
+            last_time, last_step = now, done
+            mean = {k: float(np.mean([jax.device_get(m[k]) for m in window]))
+                    for k in ("loss", "mse", "grad_norm")}
+            scalars = dict(mean, learning_rate=float(schedule(done)),
+                           images_per_sec=steps_per_sec * config.train.batch_size,
+                           nonfinite_steps=int(jax.device_get(state.nonfinite_steps)))
+            if flops:
+                scalars["flops_per_sec"] = flops * steps_per_sec
+            writer.write_scalars(done, scalars)
+            window = []
+        every = config.log.sample_every_steps
+        if every and (done % every == 0 or done == total):
+            write_samples(run, state, batch, done, writer)
+        run.checkpointer.save(done, state, run.iterator, force=done == total)
+    run.checkpointer.wait()
+    writer.flush()
+    run.checkpointer.close()
+    return state

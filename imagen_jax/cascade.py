@@ -35,6 +35,8 @@ class CascadeStage:
     stage: BaseStage
     params: Any
     sampling: StageSampling = StageSampling()
+    # The encoder this stage was trained with, if it differs from the cascade's.
+    text_encoder: TextEncodeFn | None = None
 
 
 class Cascade:
@@ -54,11 +56,12 @@ class Cascade:
     def __call__(self, prompts: Sequence[str], key: jax.Array,
                  progress: Callable[[str], None] | None = None) -> list[jnp.ndarray]:
         """Returns the images of every stage, lowest resolution first, in [-1, 1]."""
-        text, mask = self.text_encoder(prompts)
+        shared = self.text_encoder(prompts)
         outputs = []
         images = None
         for i, entry in enumerate(self.stages):
             key, stage_key = jax.random.split(key)
+            text, mask = entry.text_encoder(prompts) if entry.text_encoder else shared
             kwargs = dict(settings=entry.sampling.settings, guidance=entry.sampling.guidance)
             if images is not None:
                 kwargs.update(lowres=images, aug_level=entry.sampling.aug_level)

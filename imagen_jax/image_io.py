@@ -39,3 +39,31 @@ def save_png_grid(images: np.ndarray, path: str, columns: int | None = None) -> 
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     Image.fromarray(grid).save(path)
     return path
+
+
+def save_labelled_grid(images: np.ndarray, labels: list[str], path: str,
+                       columns: int | None = None, label_height: int = 14,
+                       min_side: int = 128) -> str:
+    """Like save_png_grid, with each image's label (e.g. its prompt) written under it.
+
+    Images smaller than `min_side` are enlarged (nearest neighbour, whole factors) so
+    that the label has room and the pixels stay visible.
+    """
+    from PIL import ImageDraw
+
+    images = to_uint8(images)
+    factor = max(1, -(-min_side // images.shape[2]))
+    images = images.repeat(factor, axis=1).repeat(factor, axis=2)
+    n, h, w, c = images.shape
+    tiles = np.full((n, h + label_height, w, 3), 255, np.uint8)
+    tiles[:, :h] = images if c == 3 else images[..., :1]
+    tiles = list(tiles)
+    for i, label in enumerate(labels):
+        canvas = Image.fromarray(tiles[i])
+        text = label if len(label) * 6 <= w else label[: max(w // 6 - 1, 1)] + "…"
+        ImageDraw.Draw(canvas).text((2, h + 1), text, fill=(0, 0, 0))
+        tiles[i] = np.asarray(canvas)
+    grid = make_grid(np.stack(tiles), columns)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    Image.fromarray(grid).save(path)
+    return path

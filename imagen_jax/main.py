@@ -9,8 +9,6 @@ Running the same command again resumes from the workdir's latest checkpoint.
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 
 from absl import app, flags
@@ -21,34 +19,10 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (checkpoints, logs, samples).")
 flags.mark_flags_as_required(["config", "workdir"])
 
-CONFIG_FILE = "config.json"
-
-
-def save_config(config, workdir: str) -> str:
-    """Writes the resolved config beside the checkpoints (the sampler rebuilds from it)."""
-    os.makedirs(workdir, exist_ok=True)
-    path = os.path.join(workdir, CONFIG_FILE)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(config.to_json_best_effort(indent=1, sort_keys=True))
-    os.replace(tmp, path)
-    return path
-
-
-def load_config(workdir: str):
-    """The config a run in `workdir` was trained with."""
-    import ml_collections
-
-    path = os.path.join(workdir, CONFIG_FILE)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} not found: is {workdir} a training workdir?")
-    with open(path, encoding="utf-8") as f:
-        return ml_collections.ConfigDict(json.load(f))
-
-
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    from imagen_jax.train.run_config import save_config
     from imagen_jax.train.trainer import train
     from imagen_jax.train.validate import ConfigError
 

@@ -1,6 +1,7 @@
 """Suite-wide JAX settings, applied before any test module builds a computation."""
 
 import os
+import tempfile
 
 # Eight CPU devices for the sharding tests (meshes of 8, (4, 2), ...). Must be set
 # before jax initialises its backend; everything else still runs on device 0.
@@ -14,3 +15,8 @@ import jax  # noqa: E402
 # array is sharded) and compiles ~5x faster. Tests only: the library keeps jax's
 # default.
 jax.config.update("jax_threefry_partitionable", False)
+
+# Several tests compile the same train step (a resumed run recompiles what the first
+# run compiled); a per-session persistent cache turns those into cache hits.
+jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp(prefix="imagen_jax_xla_"))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)

@@ -9,9 +9,9 @@ switching strategy is only a change of `mesh` shape in the config:
                         parameters and optimiser state are replicated; gradients
                         are all-reduced over 'data'.
   mesh {'fsdp': N}      ZeRO-3 / fully sharded data parallel. The batch is split
-                        over 'fsdp' too, and every parameter is split along its
-                        input-width dimension ('embed', 'text_embed', 'conv_in');
-                        XLA all-gathers a weight just before it is used and
+                        over 'fsdp' too, and every parameter along its input-width
+                        dimension ('embed', 'text_embed', 'conv_in'); XLA
+                        all-gathers a weight just before it is used and
                         reduce-scatters its gradient, so each device stores 1/N of
                         the parameters and optimiser state.
   mesh {'tensor': N}    Megatron-style tensor parallel. Output widths ('mlp',
@@ -26,7 +26,10 @@ Rules are in priority order (flax semantics): for each dimension the first rule
 whose mesh axes are still free in that array wins; a name without a rule is
 replicated. A config may replace the table with a list of [name, axes] pairs
 (`rules_from_config`), e.g. to also shard 'norm' over 'fsdp', or to move 'heads'
-off 'tensor'.
+off 'tensor':
+
+    config.mesh = {'data': 1, 'fsdp': -1, 'tensor': 1}   # FSDP over every device
+    config.logical_axis_rules = [['batch', ['fsdp', 'data']], ['embed', 'fsdp'], ...]
 """
 
 from __future__ import annotations
@@ -39,8 +42,14 @@ MeshAxes = str | tuple[str, ...] | None
 Rules = tuple[tuple[str, MeshAxes], ...]
 
 DEFAULT_RULES: Rules = (
-    # Activations: the batch is split over every data-like axis.
-    ("batch", ("data", "fsdp")),
+    # Activations: the batch is split over every data-like axis. The order
+    # ('fsdp', 'data') rather than ('data', 'fsdp') is deliberate: with all three
+    # axes > 1, XLA's SPMD partitioner (jax 0.10.2, Shardy) miscompiles the
+    # gradient through a stride-2 conv followed by two convs whose kernels are
+    # split (fsdp, tensor) when the batch is split ('data', 'fsdp') -- gradients
+    # off by ~100% (cf. jax-ml/jax#16894). The other order gives exact results;
+    # tests/parallel/test_equivalence.py guards this on a (2, 2, 2) mesh.
+    ("batch", ("fsdp", "data")),
     # FSDP: the input-width dimension of each weight.
     ("embed", "fsdp"),
     ("text_embed", "fsdp"),

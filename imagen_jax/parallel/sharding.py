@@ -117,7 +117,7 @@ def _batch_axes(mesh: Mesh, rules: Rules) -> tuple[str, ...]:
 
 def batch_sharding(mesh: Mesh, ndim: int | None = None,
                    rules: Rules = DEFAULT_RULES) -> NamedSharding:
-    """Leading (batch) dimension over the 'batch' rule's axes (('data', 'fsdp')), rest replicated.
+    """Leading (batch) dimension over the 'batch' rule's mesh axes, the rest replicated.
 
     With `ndim` the spec names every dimension; without, it covers only the first
     (a shorter spec replicates the remaining dimensions, so it fits any rank >= 1).

@@ -36,13 +36,15 @@ def optimizer_step(loss_fn: LossFn, tx: optax.GradientTransformation) -> Callabl
 
 
 def jit_sharded_step(step_fn: Callable, mesh: Mesh, state_shardings: Any, batch_shardings: Any,
-                     *, num_replicated_args: int = 0, donate_state: bool = True) -> Callable:
+                     *, num_replicated_args: int = 0, donate_state: bool = True,
+                     compiler_options: dict[str, Any] | None = None) -> Callable:
     """jit of `step_fn(state, batch, *args) -> (state, metrics)` over `mesh`.
 
     The state keeps its shardings from step to step (in == out), and is donated so
     its buffers are reused for the new state: without donation the old and new
     parameters and optimiser state would both be live at the step boundary.
-    `args` (keys, scalars) and the metrics are replicated.
+    `args` (keys, scalars) and the metrics are replicated. `compiler_options` go
+    to XLA as they are (e.g. {'xla_backend_optimization_level': 0} to compile fast).
     """
     if num_replicated_args < 0:
         raise ValueError(f"num_replicated_args={num_replicated_args} must be >= 0")
@@ -50,4 +52,5 @@ def jit_sharded_step(step_fn: Callable, mesh: Mesh, state_shardings: Any, batch_
     return jax.jit(step_fn,
                    in_shardings=(state_shardings, batch_shardings) + (rep,) * num_replicated_args,
                    out_shardings=(state_shardings, rep),
-                   donate_argnums=(0,) if donate_state else ())
+                   donate_argnums=(0,) if donate_state else (),
+                   compiler_options=compiler_options)

@@ -14,7 +14,7 @@ import dataclasses
 import functools
 import os
 import time
-from typing import Any
+from typing import Any, Callable
 
 from absl import logging
 from clu import metric_writers, periodic_actions
@@ -60,10 +60,14 @@ def _text_len(config: Any) -> int:
     return config.text.max_length
 
 
-def setup(config: Any, workdir: str) -> Run:
-    """Validates the config and builds the run's pieces (no compilation yet)."""
-    sizes = validate_config(config)
-    mesh = make_mesh(sizes)
+def setup(config: Any, workdir: str, devices: list | None = None) -> Run:
+    """Validates the config and builds the run's pieces (no compilation yet).
+
+    `devices` restricts the mesh to a subset (default: all devices).
+    """
+    devices = list(jax.devices() if devices is None else devices)
+    sizes = validate_config(config, device_count=len(devices))
+    mesh = make_mesh(sizes, devices)
     rules = rules_from_config(config.logical_rules) if config.logical_rules else DEFAULT_RULES
     stage = stage_from_config(config)
     builder = builder_from_config(config.data, workdir)
@@ -196,10 +200,14 @@ def write_samples(run: Run, state: TrainState, batch: dict, step: int, writer: A
     return path
 
 
-def train(config: Any, workdir: str) -> TrainState:
-    """Trains (or resumes) the stage `config` selects until config.train.steps."""
+def train(config: Any, workdir: str, *, devices: list | None = None,
+          on_step: Callable[[int, dict], None] | None = None) -> TrainState:
+    """Trains (or resumes) the stage `config` selects until config.train.steps.
+
+    `on_step(step, metrics)` is called after every step (tests record the loss).
+    """
     os.makedirs(workdir, exist_ok=True)
-    run = setup(config, workdir)
+    run = setup(config, workdir, devices)
     state = initial_state(run)
     start = int(jax.device_get(state.step))
     total = config.train.steps
@@ -225,6 +233,8 @@ def train(config: Any, workdir: str) -> TrainState:
                 "config.train.nonfinite='skip' to drop such updates instead")
         window.append(metrics)
         done = step + 1
+        if on_step is not None:
+            on_step(done, metrics)
         for hook in hooks:
             hook(done)
         if done % config.log.every_steps == 0 or done == total:

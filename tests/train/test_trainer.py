@@ -1,0 +1,120 @@
+"""The trainer end to end on 8 fake CPU devices (tests/conftest.py): resume, restore
+onto other meshes, non-finite handling, main -> checkpoint -> sample."""
+
+import glob
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from configs import imagen
+from imagen_jax.sample_cascade import Overrides, sample_to_files
+from imagen_jax.train import checkpoint as ckpt_lib
+from imagen_jax.train.run_config import save_config
+from imagen_jax.train.trainer import initial_state, setup, train
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("tfds"))
+
+
+def _config(data_dir, stage="base64", steps=4, **train):
+    c = imagen.get_config(f"tiny,{stage}")
+    c.data.data_dir = data_dir
+    c.data.num_train, c.data.num_test, c.data.shuffle_buffer = 32, 8, 32
+    c.train.steps, c.train.warmup_steps = steps, 2
+    c.train.update(train)
+    c.checkpoint.every_steps = 2
+    c.checkpoint.async_save = False
+    c.log.every_steps = 2
+    c.mesh.update(data=1)  # one device unless a test is about meshes: 8 fake devices
+    return c                # share 2 real cores, so sharded steps cost 8x here
+
+
+ONE = jax.devices()[:1]
+
+
+def _params(state):
+    return [np.asarray(x) for x in jax.tree.leaves(jax.device_get(state.params))]
+
+
+def test_resumed_run_equals_uninterrupted_run(data_dir, tmp_path):
+    straight_losses, resumed_losses = [], []
+    record = lambda losses: (lambda step, m: losses.append(float(m["loss"])))
+    straight = train(_config(data_dir, steps=6), str(tmp_path / "a"), devices=ONE,
+                     on_step=record(straight_losses))
+    train(_config(data_dir, steps=3), str(tmp_path / "b"), devices=ONE,
+          on_step=record(resumed_losses))
+    # "Restart the same command": a fresh process would rebuild everything from the
+    # workdir; here a fresh setup() does, and resumes from the step-3 checkpoint.
+    resumed = train(_config(data_dir, steps=6), str(tmp_path / "b"), devices=ONE,
+                    on_step=record(resumed_losses))
+    assert int(resumed.step) == 6
+    assert resumed_losses == straight_losses  # bitwise, including the data order
+    for a, b in zip(_params(straight), _params(resumed)):
+        np.testing.assert_array_equal(a, b)
+    assert glob.glob(str(tmp_path / "a" / "events.out.tfevents.*"))
+
+
+def test_checkpoint_from_a_4x2_mesh_restores_onto_other_meshes(data_dir, tmp_path):
+    config = _config(data_dir, steps=2, batch_size=8)
+    config.mesh.update(data=4, fsdp=2, tensor=1)
+    saved = train(config, str(tmp_path / "run"))
+    assert jax.tree.leaves(saved.params)[0].sharding.mesh.shape == {
+        "data": 4, "fsdp": 2, "tensor": 1}
+    for mesh, devices in [(dict(data=8, fsdp=1), None), (dict(data=1, fsdp=1), ONE)]:
+        config.mesh.update(**mesh)
+        restored = initial_state(setup(config, str(tmp_path / "run"), devices=devices))
+        leaf = jax.tree.leaves(restored.params)[0]
+        assert leaf.sharding.mesh.devices.size == (8 if devices is None else 1)
+        for a, b in zip(_params(saved), _params(restored)):
+            np.testing.assert_array_equal(a, b)
+        assert int(restored.step) == 2
+
+
+def test_nonfinite_loss_stops_with_the_step_or_is_skipped(data_dir, tmp_path):
+    config = _config(data_dir, steps=6, learning_rate=1e30, grad_clip_norm=0.0,
+                     warmup_steps=0, optimizer="adam")
+    with pytest.raises(FloatingPointError, match=r"non-finite loss or gradient norm at step \d"):
+        train(config, str(tmp_path / "error"), devices=ONE)
+    config.train.nonfinite = "skip"
+    state = train(config, str(tmp_path / "skip"), devices=ONE)
+    assert int(state.nonfinite_steps) > 0
+    assert all(np.isfinite(p).all() for p in _params(state))
+
+
+def test_init_from_another_run_and_missing_run_is_an_error(data_dir, tmp_path):
+    source = train(_config(data_dir, steps=2), str(tmp_path / "source"), devices=ONE)
+    config = _config(data_dir, steps=2, init_from=str(tmp_path / "source"))
+    run = setup(config, str(tmp_path / "target"), devices=ONE)
+    state = initial_state(run)
+    for a, b in zip([np.asarray(x) for x in jax.tree.leaves(source.ema_params)],
+                    _params(state)):
+        np.testing.assert_array_equal(a, b)
+    config.train.init_from = str(tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError, match="no checkpoints under"):
+        initial_state(setup(config, str(tmp_path / "target2"), devices=ONE))
+
+
+def test_main_then_sample_writes_pngs_of_the_cascade_sizes(data_dir, tmp_path):
+    workdirs = []
+    for stage in ["base64", "sr256"]:
+        config = _config(data_dir, stage=stage, steps=2)
+        config.log.sample_every_steps = 2
+        workdir = str(tmp_path / stage)
+        save_config(config, workdir)  # what `python -m imagen_jax.main` does first
+        train(config, workdir, devices=ONE)
+        assert os.path.exists(os.path.join(workdir, "samples", "step_00000002.png"))
+        assert ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), save_every=1,
+                                     keep=1).latest_step() == 2
+        workdirs.append(workdir)
+    paths = sample_to_files(workdirs, ["a red circle", "two blue squares"],
+                            str(tmp_path / "out"), overrides=Overrides(steps=3))
+    from PIL import Image
+    finals = [p for p in paths if os.path.basename(p)[0].isdigit()]
+    assert len(finals) == 2
+    assert Image.open(finals[0]).size[0] == 64 + 4  # 16 (base) x 4 (SR), with padding
+    assert any(p.endswith("grid_16.png") for p in paths)
+    assert any(p.endswith("grid_64.png") for p in paths)

@@ -517,13 +517,6 @@ class ImageTextFolder(tfds.core.GeneratorBasedBuilder):
     RELEASE_NOTES = {"1.0.0": "Initial release."}
     BUILDER_CONFIG_CLS = ImageTextFolderConfig
 
-    @tfds.core.utils.classproperty
-    @classmethod
-    def code_path(cls) -> epath.Path:
-        """This file. TFDS 4.9.10 works it out with `importlib_resources`, which it
-        does not install on Python >= 3.9 (tensorflow/datasets#11212), so
-        `download_and_prepare` fails without this; it is TFDS's own fallback."""
-        return epath.Path(__file__)
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)

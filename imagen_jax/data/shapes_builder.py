@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Iterator
 
-from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
 
@@ -61,13 +60,6 @@ class ShapesCaptions(tfds.core.GeneratorBasedBuilder):
     ]
     DEFAULT_BUILDER_CONFIG_NAME = "64"
 
-    @tfds.core.utils.classproperty
-    @classmethod
-    def code_path(cls) -> epath.Path:
-        """This file. TFDS 4.9.10 works this out with `importlib_resources`, which it
-        does not install on Python >= 3.9 (tensorflow/datasets#11212), so
-        `download_and_prepare` fails without it; this is TFDS's own fallback."""
-        return epath.Path(__file__)
 
     def _info(self) -> tfds.core.DatasetInfo:
         side = self.builder_config.resolution

@@ -14,6 +14,7 @@ of every array's type and require the model code to resolve every ambiguity itse
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, Mapping, Sequence
 
 import jax
@@ -29,14 +30,18 @@ def mesh_shape(shape: Mapping[str, int] | Any, num_devices: int) -> dict[str, in
     product must equal `num_devices`: a mesh over a subset of the devices is
     almost always a config mistake, so it is refused rather than silently used.
     """
+    if not hasattr(shape, "items"):
+        raise ValueError(f"mesh shape {shape!r} must be a mapping of axis name -> size")
     items = dict(shape.items())  # a dict or an ml_collections.ConfigDict
     unknown = sorted(set(items) - set(MESH_AXES))
     if unknown:
         raise ValueError(f"mesh shape: unknown axes {unknown}; the axes are {MESH_AXES}")
     sizes = {axis: items.get(axis, 1) for axis in MESH_AXES}
-    for axis, size in sizes.items():
-        if isinstance(size, bool) or not isinstance(size, int) or (size < 1 and size != -1):
+    for axis, size in sizes.items():  # numbers.Integral: numpy ints from a config are fine
+        if isinstance(size, bool) or not isinstance(size, numbers.Integral) or (
+                size < 1 and size != -1):
             raise ValueError(f"mesh shape: {axis}={size!r} must be a positive int or -1")
+    sizes = {axis: int(size) for axis, size in sizes.items()}
     fill = [axis for axis, size in sizes.items() if size == -1]
     if len(fill) > 1:
         raise ValueError(f"mesh shape {sizes}: only one axis may be -1, got {fill}")

@@ -44,11 +44,12 @@ Rules = tuple[tuple[str, MeshAxes], ...]
 DEFAULT_RULES: Rules = (
     # Activations: the batch is split over every data-like axis. The order
     # ('fsdp', 'data') rather than ('data', 'fsdp') is deliberate: with all three
-    # axes > 1, XLA's SPMD partitioner (jax 0.10.2, Shardy) miscompiles the
-    # gradient through a stride-2 conv followed by two convs whose kernels are
-    # split (fsdp, tensor) when the batch is split ('data', 'fsdp') -- gradients
-    # off by ~100% (cf. jax-ml/jax#16894). The other order gives exact results;
-    # tests/parallel/test_equivalence.py guards this on a (2, 2, 2) mesh.
+    # axes > 1, XLA's SPMD partitioning (jax 0.10.2, Shardy; seen on the CPU
+    # backend, TPU not checked) miscompiles the gradient through a stride-2 conv
+    # followed by two convs whose kernels are split (fsdp, tensor) when the batch
+    # is split ('data', 'fsdp'): gradients off by up to ~100% (a relative of
+    # jax-ml/jax#16894). This order gives results equal to one device's; the
+    # (2, 2, 2) case of tests/parallel/test_equivalence.py guards it.
     ("batch", ("fsdp", "data")),
     # FSDP: the input-width dimension of each weight.
     ("embed", "fsdp"),
@@ -98,7 +99,7 @@ def rules_from_config(value: Sequence[Sequence[Any]] | None) -> Rules:
         return DEFAULT_RULES
     rules = []
     for i, entry in enumerate(value):
-        if isinstance(entry, str) or len(entry) != 2:
+        if not isinstance(entry, (list, tuple)) or len(entry) != 2:
             raise ValueError(f"logical axis rule #{i}: {entry!r} is not a [name, axes] pair")
         name, axes = entry
         if not isinstance(name, str) or not name:

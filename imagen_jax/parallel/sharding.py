@@ -3,7 +3,8 @@
 Everything here works from shapes (`jax.eval_shape`), so no full copy of the
 weights is ever built on one host: `sharded_init` compiles the initialiser with
 the parameter shardings as `out_shardings`, and each device materialises only its
-own shard.
+own shard (with jax's default partitionable threefry PRNG, each device also
+generates only its shard's random numbers).
 
 Two refinements over plain `nn.logical_to_mesh_axes`, both needed for one rules
 table to fit every model and mesh:
@@ -95,12 +96,16 @@ def _is_logical(x: Any) -> bool:
     return isinstance(x, nn.LogicallyPartitioned)
 
 
+def _is_box(x: Any) -> bool:
+    return isinstance(x, nn.meta.AxisMetadata)
+
+
 def param_shardings(abstract_variables: Any, mesh: Mesh, rules: Rules = DEFAULT_RULES) -> Any:
     """NamedShardings for the *unboxed* tree of boxed `abstract_variables`.
 
     `abstract_variables` is `jax.eval_shape(module.init, ...)` (or real boxed
     variables); the result has the structure of `nn.unbox(abstract_variables)`.
-    Leaves without logical names are replicated.
+    Leaves without logical names (plain arrays, other metadata boxes) are replicated.
     """
     def leaf_sharding(leaf: Any) -> NamedSharding:
         if _is_logical(leaf):
@@ -108,7 +113,7 @@ def param_shardings(abstract_variables: Any, mesh: Mesh, rules: Rules = DEFAULT_
                                                        rules))
         return replicated(mesh)
 
-    return jax.tree.map(leaf_sharding, abstract_variables, is_leaf=_is_logical)
+    return jax.tree.map(leaf_sharding, abstract_variables, is_leaf=_is_box)
 
 
 def _batch_axes(mesh: Mesh, rules: Rules) -> tuple[str, ...]:
@@ -175,8 +180,9 @@ def _unbox(tree: Any) -> Any:
     # Without the constraint flax would add inside a `logical_axis_rules` context:
     # the out_shardings below already place every leaf, with the uneven-dimension
     # fallback that flax's constraint lacks.
-    return jax.tree.map(lambda x: x.unbox(apply_constraint=False) if _is_logical(x) else x,
-                        tree, is_leaf=_is_logical)
+    return nn.unbox(jax.tree.map(
+        lambda x: x.unbox(apply_constraint=False) if _is_logical(x) else x, tree,
+        is_leaf=_is_logical))
 
 
 def sharded_init(init_fn: Callable[[jax.Array], Any], key: jax.Array, mesh: Mesh,

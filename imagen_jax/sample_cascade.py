@@ -4,11 +4,13 @@ weights from the latest checkpoint, and run the cascade. Used by `imagen_jax.sam
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
+import numpy as np
 
 from imagen_jax import image_io
 from imagen_jax.cascade import Cascade, CascadeStage, StageSampling
@@ -61,23 +63,66 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:48] or "empty"
 
 
+def load_cascade(workdirs: Sequence[str], overrides: Overrides = Overrides(),
+                 ema: bool = True) -> Cascade:
+    """The cascade of trained stages in `workdirs`, base first."""
+    if not workdirs:
+        raise ValueError("no workdirs given: name the base stage's first, then each SR stage's")
+    stages = [load_stage(w, overrides, ema) for w in workdirs]
+    return Cascade(stages[0].text_encoder, stages)
+
+
+def generate(cascade: Cascade, prompts: Sequence[str], *, seed: int = 0, batch_size: int = 64,
+             progress: Callable[[str], None] | None = None) -> list[np.ndarray]:
+    """Every stage's images ([-1, 1], lowest resolution first) for `prompts`, in batches.
+
+    The last batch is padded to `batch_size` so the samplers compile once. Batch i
+    uses the key fold_in(PRNGKey(seed), i): the same seed and batch size give the
+    same images.
+    """
+    if not prompts:
+        raise ValueError("no prompts given")
+    prompts = list(prompts)
+    per_stage: list[list[np.ndarray]] = [[] for _ in cascade.stages]
+    for index, start in enumerate(range(0, len(prompts), batch_size)):
+        chunk = prompts[start:start + batch_size]
+        padded = chunk + [chunk[-1]] * (batch_size - len(chunk)) if len(prompts) > batch_size \
+            else chunk
+        key = jax.random.fold_in(jax.random.PRNGKey(seed), index)
+        outputs = cascade(padded, key, progress=progress)
+        for images, out in zip(outputs, per_stage):
+            out.append(np.asarray(jax.device_get(images))[:len(chunk)])
+    return [np.concatenate(chunks) for chunks in per_stage]
+
+
+def write_captioned_pngs(images: np.ndarray, prompts: Sequence[str], out_dir: str) -> list[str]:
+    """One PNG per image plus `captions.jsonl` naming each file's prompt (the format
+    `image_text_folder` and `imagen_jax.evaluate.score_shapes --images_dir` read)."""
+    os.makedirs(out_dir, exist_ok=True)
+    paths, entries = [], []
+    for i, (prompt, image) in enumerate(zip(prompts, images, strict=True)):
+        name = f"{i:03d}_{_slug(prompt)}.png"
+        paths.append(image_io.save_png_grid(image[None], os.path.join(out_dir, name), columns=1))
+        entries.append(json.dumps({"file": name, "caption": prompt}))
+    with open(os.path.join(out_dir, "captions.jsonl"), "w", encoding="utf-8") as f:
+        f.write("\n".join(entries) + "\n")
+    return paths
+
+
 def sample_to_files(workdirs: Sequence[str], prompts: Sequence[str], out_dir: str, *,
                     overrides: Overrides = Overrides(), seed: int = 0, ema: bool = True,
                     progress=None) -> list[str]:
     """Runs the cascade of `workdirs` (base first) and writes one PNG per prompt for the
-    final stage, each stage's labelled grid, and returns the written paths."""
+    final stage (with captions.jsonl), each stage's labelled grid, and returns the
+    written paths."""
     if not prompts:
         raise ValueError("no prompts given")
-    stages = [load_stage(w, overrides, ema) for w in workdirs]
-    cascade = Cascade(stages[0].text_encoder, stages)
+    cascade = load_cascade(workdirs, overrides, ema)
     outputs = cascade(list(prompts), jax.random.PRNGKey(seed), progress=progress)
-    paths = []
-    final = jax.device_get(outputs[-1])
-    for i, (prompt, image) in enumerate(zip(prompts, final)):
-        paths.append(image_io.save_png_grid(image[None], os.path.join(
-            out_dir, f"{i:03d}_{_slug(prompt)}.png"), columns=1))
+    outputs = [np.asarray(jax.device_get(images)) for images in outputs]
+    paths = write_captioned_pngs(outputs[-1], prompts, out_dir)
     for images in outputs:
         side = images.shape[1]
-        paths.append(image_io.save_labelled_grid(jax.device_get(images), list(prompts),
+        paths.append(image_io.save_labelled_grid(images, list(prompts),
                                                  os.path.join(out_dir, f"grid_{side}.png")))
     return paths

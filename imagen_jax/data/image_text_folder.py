@@ -291,6 +291,17 @@ def _collect_captions(source_dir: str, images: list[str], sidecars: Mapping[str,
     return captions
 
 
+def captioned_images(source_dir: str) -> dict[str, str]:
+    """Caption per image (relative path) of a folder, by the same rules as the builder.
+
+    For tools that read a captioned folder without building a dataset (e.g. scoring
+    a folder of generated images against their prompts).
+    """
+    _check_source_dir(source_dir)
+    images, sidecars = _walk(source_dir)
+    return _collect_captions(source_dir, images, sidecars, _Tally())
+
+
 def _read_jsonl(path: str, tally: _Tally) -> list[tuple[str, str]]:
     """(relative path, caption) pairs from captions.jsonl; bad lines are counted."""
     entries = []

@@ -21,6 +21,7 @@ from clu import metric_writers, periodic_actions
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm import tqdm
 
 from imagen_jax import image_io
 from imagen_jax.data.datasets import builder_from_config, captions
@@ -218,6 +219,9 @@ def train(config: Any, workdir: str, *, devices: list | None = None,
     text_params = run.text_encoder.params if run.text_encoder else None
     step_fn, flops, window = None, None, []
     last_time, last_step = time.perf_counter(), start
+    bar = tqdm(total=total, initial=start, desc=f"train {config.stage}", unit="step",
+               disable=not config.log.get("progress_bar", True) or jax.process_index() > 0,
+               dynamic_ncols=True)
     for step in range(start, total):
         batch = next(run.iterator)
         stage_batch = _stage_batch(batch)
@@ -249,11 +253,14 @@ def train(config: Any, workdir: str, *, devices: list | None = None,
             if flops:
                 scalars["flops_per_sec"] = flops * steps_per_sec
             writer.write_scalars(done, scalars)
+            bar.set_postfix(loss=f"{mean['loss']:.4f}", img_s=f"{scalars['images_per_sec']:.0f}")
             window = []
+        bar.update(1)
         every = config.log.sample_every_steps
         if every and (done % every == 0 or done == total):
             write_samples(run, state, batch, done, writer)
         run.checkpointer.save(done, state, run.iterator, force=done == total)
+    bar.close()
     run.checkpointer.wait()
     writer.flush()
     run.checkpointer.close()

@@ -25,6 +25,7 @@ INSTALL_REQUIRES = [
     "pillow>=10",
     "tqdm>=4.66",
     "absl-py>=2.1",
+    "scipy>=1.11",  # ShapesBench: connected components
 ]
 
 TEST_REQUIRES = [
@@ -35,6 +36,10 @@ TEST_REQUIRES = [
     "torch==2.13.0",
     "transformers>=5,<6",
     "safetensors>=0.4",
+    # tests/test_notebooks.py executes notebooks/ in a kernel.
+    "nbclient>=0.10",
+    "nbformat>=5.10",
+    "ipykernel>=6.29",
 ]
 
 setup(

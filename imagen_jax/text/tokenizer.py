@@ -128,7 +128,7 @@ class Tokenizer:
 
 def train_sentencepiece(captions: Sequence[str], output_path: str | os.PathLike,
                         vocab_size: int) -> str:
-    """Trains a unigram SentencePiece model with T5's id layout on `captions`.
+    """Trains a BPE SentencePiece model with T5's id layout on `captions`.
 
     For the offline default (synthetic shape captions, nothing downloadable).
     `vocab_size` is an upper bound: a small corpus may support fewer pieces, and
@@ -145,7 +145,7 @@ def train_sentencepiece(captions: Sequence[str], output_path: str | os.PathLike,
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(captions), model_writer=model, vocab_size=int(vocab_size),
-        model_type="unigram", character_coverage=1.0, hard_vocab_limit=False,
+        model_type="bpe", character_coverage=1.0, hard_vocab_limit=False,
         pad_id=PAD_ID, eos_id=EOS_ID, unk_id=UNK_ID, bos_id=-1, minloglevel=2)
     directory = os.path.dirname(os.path.abspath(output_path))
     os.makedirs(directory, exist_ok=True)

@@ -133,8 +133,13 @@ def run_demo(workdir: str, *, quick: bool = False, base_steps: int | None = None
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    from absl import logging
+
     from imagen_jax.train.validate import ConfigError
 
+    # Progress bars and the demo's own lines say what happens; Orbax's per-save INFO
+    # lines would bury them (TensorBoard and the workdirs keep the details).
+    logging.set_verbosity(logging.WARNING)
     try:
         run_demo(_WORKDIR.value, quick=_QUICK.value, base_steps=_BASE_STEPS.value,
                  sr_steps=_SR_STEPS.value, eval_prompts=_EVAL_PROMPTS.value, seed=_SEED.value)

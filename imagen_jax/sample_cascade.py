@@ -43,8 +43,10 @@ def stage_sampling(config: Any, overrides: Overrides) -> StageSampling:
                          aug_level=pick("aug_level"))
 
 
-def load_stage(workdir: str, overrides: Overrides, ema: bool = True) -> CascadeStage:
-    """A trained stage from its workdir (config.json + checkpoints + text encoder)."""
+def load_stage(workdir: str, overrides: Overrides, ema: bool = True,
+               step: int | None = None) -> CascadeStage:
+    """A trained stage from its workdir (config.json + checkpoints + text encoder), at
+    its latest checkpoint or at `step`."""
     from imagen_jax.train.run_config import load_config
     from imagen_jax.text.from_config import text_encoder_from_config
 
@@ -54,7 +56,8 @@ def load_stage(workdir: str, overrides: Overrides, ema: bool = True) -> CascadeS
     abstract = jax.tree.map(lambda b: b.value, boxed["params"],
                             is_leaf=lambda x: hasattr(x, "names"))
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    params = load_params(workdir, abstract, jax.tree.map(lambda _: device, abstract), ema=ema)
+    params = load_params(workdir, abstract, jax.tree.map(lambda _: device, abstract), ema=ema,
+                         step=step)
     encoder = text_encoder_from_config(config.text, workdir)
     return CascadeStage(stage, params, stage_sampling(config, overrides), text_encoder=encoder)
 

@@ -98,18 +98,33 @@ def abstract_with_shardings(tree: Any, shardings: Any) -> Any:
                         tree, shardings)
 
 
-def load_params(workdir: str, abstract_params: Any, shardings: Any, *,
-                ema: bool = True) -> Any:
-    """Params (EMA by default) of another run's latest checkpoint, for `init_from`
-    and sampling. A missing run or one whose params differ in shape is an error."""
+def checkpoint_steps(workdir: str) -> list[int]:
+    """The steps of a run's complete checkpoints, oldest first."""
     directory = os.path.join(os.path.abspath(workdir), "checkpoints")
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"no checkpoints under {workdir}")
     manager = ocp.CheckpointManager(directory, item_names=("state", "data"),
                                     options=ocp.CheckpointManagerOptions(read_only=True))
-    step = manager.latest_step()
+    return sorted(manager.all_steps())
+
+
+def load_params(workdir: str, abstract_params: Any, shardings: Any, *,
+                ema: bool = True, step: int | None = None) -> Any:
+    """Params (EMA by default) of another run's latest checkpoint (or of `step`), for
+    `init_from` and sampling. A missing run or one whose params differ in shape is an
+    error."""
+    directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"no checkpoints under {workdir}")
+    manager = ocp.CheckpointManager(directory, item_names=("state", "data"),
+                                    options=ocp.CheckpointManagerOptions(read_only=True))
     if step is None:
-        raise FileNotFoundError(f"no complete checkpoint under {directory}")
+        step = manager.latest_step()
+        if step is None:
+            raise FileNotFoundError(f"no complete checkpoint under {directory}")
+    elif step not in manager.all_steps():
+        raise FileNotFoundError(f"no checkpoint of step {step} under {directory} (it has "
+                                f"{sorted(manager.all_steps())})")
     key = "ema_params" if ema else "params"
     target = abstract_with_shardings(abstract_params, shardings)
     try:

@@ -1,0 +1,103 @@
+r"""ShapesBench accuracy of the base stage against training time, from a run's checkpoints.
+
+    python -m imagen_jax.demo --workdir=runs/demo --base_steps=5600   # keeps every checkpoint
+    python benchmarks/learning_curve.py --workdir=runs/demo/base --out=docs/learning_curve.md
+
+For every saved checkpoint of the base stage: sample the test split's held-out
+prompts (EMA weights, the stage's sampling config), enlarge the 32 px samples 2x
+(nearest neighbour, so no pixel changes) for the scorer, and score them. Training
+minutes come from the run's TensorBoard events (wall time at each logged step,
+compilation included, measured from the first logged step back to step 0 at the
+same rate). Prints and writes a Markdown table and JSON, with the machine.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import platform
+import sys
+
+from absl import app, flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+_WORKDIR = flags.DEFINE_string("workdir", "runs/demo/base", "The base stage's workdir.")
+_OUT = flags.DEFINE_string("out", "docs/learning_curve.md", "Markdown (JSON next to it).")
+_PROMPTS = flags.DEFINE_integer("prompts", 96, "Held-out test prompts.")
+_SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
+
+
+def minutes_by_step(workdir: str) -> dict[int, float]:
+    """Training minutes at each logged step, from the loss scalars' wall times."""
+    from tensorboard.backend.event_processing import event_accumulator
+
+    times: dict[int, float] = {}
+    for path in sorted(glob.glob(os.path.join(workdir, "events.out.tfevents.*"))):
+        acc = event_accumulator.EventAccumulator(path, size_guidance={"tensors": 0})
+        acc.Reload()
+        if "loss" in acc.Tags().get("tensors", []):
+            times.update({e.step: e.wall_time for e in acc.Tensors("loss")})
+    if len(times) < 2:
+        return {}
+    steps = sorted(times)
+    rate = (times[steps[-1]] - times[steps[0]]) / (steps[-1] - steps[0])  # seconds per step
+    start = times[steps[0]] - steps[0] * rate
+    return {s: (t - start) / 60 for s, t in times.items()}
+
+
+def main(argv):
+    del argv
+    import jax
+    import numpy as np
+    from tqdm import tqdm
+
+    from imagen_jax.cascade import Cascade
+    from imagen_jax.evaluate.shapesbench import score_images, shapesbench_prompts
+    from imagen_jax.image_io import to_uint8
+    from imagen_jax.sample_cascade import Overrides, generate, load_stage
+    from imagen_jax.train.checkpoint import checkpoint_steps
+
+    workdir = _WORKDIR.value
+    prompts = shapesbench_prompts(_PROMPTS.value)
+    minutes = minutes_by_step(workdir)
+    rows = []
+    for step in tqdm(checkpoint_steps(workdir), desc="checkpoints"):
+        stage = load_stage(workdir, Overrides(), step=step)
+        images = generate(Cascade(stage.text_encoder, [stage]), prompts, seed=_SEED.value,
+                          batch_size=min(48, len(prompts)))[-1]
+        big = [np.asarray(x).repeat(2, 0).repeat(2, 1) for x in to_uint8(images)]
+        _, s = score_images(big, prompts)
+        near = [m for st, m in minutes.items() if st <= step]
+        acc = lambda kind, cat: s[kind][cat]["accuracy"] if kind in s else float("nan")
+        rows.append({"step": step, "minutes": max(near) if near else None,
+                     "single_colour": acc("single", "colour"),
+                     "single_colour_shape": acc("single", "colour_shape"),
+                     "count": acc("all", "count"), "relation": acc("relation", "relation"),
+                     "whole": acc("all", "whole"), "summary": s})
+    env = (f"{platform.machine()}, {os.cpu_count()} CPUs; python {platform.python_version()}, "
+           f"jax {jax.__version__} ({jax.devices()[0].platform}); {len(prompts)} held-out "
+           f"test prompts, seed {_SEED.value}")
+    lines = [f"# Base-stage learning curve ({workdir})", "",
+             f"Measured by `python benchmarks/learning_curve.py --workdir={workdir}` on {env}.",
+             "Minutes: training wall time (compilation included) from the run's TensorBoard "
+             "events.", "",
+             "| step | train minutes | single: colour | single: colour+shape | count | "
+             "relation | whole prompt |", "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        m = f"{r['minutes']:.1f}" if r["minutes"] is not None else "?"
+        lines.append(f"| {r['step']} | {m} | {r['single_colour']:.1%} | "
+                     f"{r['single_colour_shape']:.1%} | {r['count']:.1%} | {r['relation']:.1%} | "
+                     f"{r['whole']:.1%} |")
+    report = "\n".join(lines) + "\n"
+    os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
+    with open(_OUT.value, "w", encoding="utf-8") as f:
+        f.write(report)
+    with open(os.path.splitext(_OUT.value)[0] + ".json", "w", encoding="utf-8") as f:
+        json.dump({"environment": env, "rows": rows}, f, indent=1)
+    print(report + f"wrote {_OUT.value}")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -27,6 +27,8 @@ _WORKDIR = flags.DEFINE_string("workdir", "runs/demo/base", "The base stage's wo
 _OUT = flags.DEFINE_string("out", "docs/learning_curve.md", "Markdown (JSON next to it).")
 _PROMPTS = flags.DEFINE_integer("prompts", 96, "Held-out test prompts.")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
+_EVERY = flags.DEFINE_integer("every", 0, "Only checkpoints whose step is a multiple of this "
+                              "(and the last); 0 = all.")
 
 
 def minutes_by_step(workdir: str) -> dict[int, float]:
@@ -63,7 +65,10 @@ def main(argv):
     prompts = shapesbench_prompts(_PROMPTS.value)
     minutes = minutes_by_step(workdir)
     rows = []
-    for step in tqdm(checkpoint_steps(workdir), desc="checkpoints"):
+    steps = checkpoint_steps(workdir)
+    if _EVERY.value:
+        steps = [s for s in steps if s % _EVERY.value == 0 or s == steps[-1]]
+    for step in tqdm(steps, desc="checkpoints"):
         stage = load_stage(workdir, Overrides(), step=step)
         images = generate(Cascade(stage.text_encoder, [stage]), prompts, seed=_SEED.value,
                           batch_size=min(48, len(prompts)))[-1]

@@ -41,6 +41,14 @@ def save_png_grid(images: np.ndarray, path: str, columns: int | None = None) -> 
     return path
 
 
+def save_png(image: np.ndarray, path: str) -> str:
+    """Saves one [-1, 1] HWC image as a PNG of exactly its size; returns the path."""
+    pixels = to_uint8(image)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).save(path)
+    return path
+
+
 def save_labelled_grid(images: np.ndarray, labels: list[str], path: str,
                        columns: int | None = None, label_height: int = 14,
                        min_side: int = 128) -> str:

@@ -105,7 +105,7 @@ def write_captioned_pngs(images: np.ndarray, prompts: Sequence[str], out_dir: st
     paths, entries = [], []
     for i, (prompt, image) in enumerate(zip(prompts, images, strict=True)):
         name = f"{i:03d}_{_slug(prompt)}.png"
-        paths.append(image_io.save_png_grid(image[None], os.path.join(out_dir, name), columns=1))
+        paths.append(image_io.save_png(image, os.path.join(out_dir, name)))
         entries.append(json.dumps({"file": name, "caption": prompt}))
     with open(os.path.join(out_dir, "captions.jsonl"), "w", encoding="utf-8") as f:
         f.write("\n".join(entries) + "\n")

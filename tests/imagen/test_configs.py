@@ -40,3 +40,16 @@ def test_bad_model_field_names_it():
     config.model.strides = (1, 2, 2)
     with pytest.raises(ValueError, match="UNetConfig.strides"):
         stage_from_config(config)
+
+
+def test_demo_configs_validate_and_chain():
+    from configs import imagen_demo
+    from imagen_jax.train.validate import validate_config
+
+    base, sr = imagen_demo.get_config("base"), imagen_demo.get_config("sr")
+    for config in (base, sr):
+        validate_config(config, device_count=1)
+        stage_from_config(config)
+    assert sr.lowres_size == base.image_size  # the SR stage takes the base stage's output
+    with pytest.raises(ValueError, match="unknown stage 'sr256'"):
+        imagen_demo.get_config("sr256")

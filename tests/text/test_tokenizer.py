@@ -108,3 +108,18 @@ def test_train_rejects_bad_input(tmp_path):
         train_sentencepiece(["", " "], str(tmp_path / "m.model"), 32)
     with pytest.raises(ValueError, match="vocab_size"):
         train_sentencepiece(["a b"], str(tmp_path / "m.model"), 2)
+
+
+def test_offline_vocabulary_keeps_caption_words_whole(tmp_path):
+    """A 128-piece unigram model split 'green' into g/ree/n and pushed relation captions
+    past 16 tokens; the BPE vocabulary keeps every word of the domain one piece."""
+    from imagen_jax.data.shapes import example_scene
+
+    captions = [example_scene("train", i).caption for i in range(2000)]
+    path = train_sentencepiece(captions, str(tmp_path / "spiece.model"), 128)
+    tokenizer = Tokenizer(path, max_length=16)
+    words = {w for c in captions for w in c.split()}
+    for word in words:
+        assert len(tokenizer.encode(word).mask[0].nonzero()[0]) == 2, word  # piece + EOS
+    held_out = [example_scene("test", i).caption for i in range(300)]
+    assert not tokenizer.encode(held_out).truncated.any()

@@ -115,6 +115,6 @@ def test_main_then_sample_writes_pngs_of_the_cascade_sizes(data_dir, tmp_path):
     from PIL import Image
     finals = [p for p in paths if os.path.basename(p)[0].isdigit()]
     assert len(finals) == 2
-    assert Image.open(finals[0]).size[0] == 64 + 4  # 16 (base) x 4 (SR), with padding
+    assert Image.open(finals[0]).size == (64, 64)  # 16 (base) x 4 (SR)
     assert any(p.endswith("grid_16.png") for p in paths)
     assert any(p.endswith("grid_64.png") for p in paths)

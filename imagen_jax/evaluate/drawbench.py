@@ -145,15 +145,6 @@ def run(prompts_csv: str, models: dict[str, list[str]], out: str, images_per_pro
     return path
 
 
-_CSV = flags.DEFINE_string("prompts_csv", None, "DrawBench CSV (columns Prompts, Category).")
-_A = flags.DEFINE_string("a", None, "Model A: stage workdirs, comma-separated, base first.")
-_B = flags.DEFINE_string("b", None, "Optional model B, same form.")
-_N = flags.DEFINE_integer("images_per_prompt", 4, "Images per prompt and model.")
-_OUT = flags.DEFINE_string("out", "runs/drawbench", "Output folder.")
-_SEED = flags.DEFINE_integer("seed", 0, "Sampling and left/right seed.")
-_BATCH = flags.DEFINE_integer("batch", 32, "Sampling batch size.")
-
-
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -169,5 +160,19 @@ def main(argv):
     print(f"wrote {path}")
 
 
+def _define_flags() -> None:
+    """CLI flags, defined only when run as a program: tests import this module next to
+    other modules whose flags share names (--out)."""
+    global _CSV, _A, _B, _N, _OUT, _SEED, _BATCH
+    _CSV = flags.DEFINE_string("prompts_csv", None, "DrawBench CSV (columns Prompts, Category).")
+    _A = flags.DEFINE_string("a", None, "Model A: stage workdirs, comma-separated, base first.")
+    _B = flags.DEFINE_string("b", None, "Optional model B, same form.")
+    _N = flags.DEFINE_integer("images_per_prompt", 4, "Images per prompt and model.")
+    _OUT = flags.DEFINE_string("out", "runs/drawbench", "Output folder.")
+    _SEED = flags.DEFINE_integer("seed", 0, "Sampling and left/right seed.")
+    _BATCH = flags.DEFINE_integer("batch", 32, "Sampling batch size.")
+
+
 if __name__ == "__main__":
+    _define_flags()
     app.run(main)

@@ -106,3 +106,11 @@ def test_drawbench_csv_errors_name_the_problem(tmp_path):
     empty.write_text("Prompts,Category\n")
     with pytest.raises(ValueError, match="no prompts"):
         drawbench.read_prompts(str(empty))
+
+
+def test_drawbench_cli_reports_a_bad_csv_in_one_line(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("prompt,category\nx,y\n")
+    result = _run("imagen_jax.evaluate.drawbench", f"--prompts_csv={bad}", "--a=nowhere")
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1].startswith("error: prompts_csv")

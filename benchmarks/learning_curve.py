@@ -32,21 +32,32 @@ _EVERY = flags.DEFINE_integer("every", 0, "Only checkpoints whose step is a mult
 
 
 def minutes_by_step(workdir: str) -> dict[int, float]:
-    """Training minutes at each logged step, from the loss scalars' wall times."""
+    """Training minutes at each logged step, from the loss scalars' wall times.
+
+    Each events file is one (possibly resumed) run segment; segments are chained, so
+    the time between a run stopping and its resumption does not count. A segment's
+    start is extrapolated back from its first logged step at its own step rate.
+    """
     from tensorboard.backend.event_processing import event_accumulator
 
-    times: dict[int, float] = {}
-    for path in sorted(glob.glob(os.path.join(workdir, "events.out.tfevents.*"))):
+    minutes: dict[int, float] = {}
+    done_steps, done_minutes = 0, 0.0
+    for path in sorted(glob.glob(os.path.join(workdir, "events.out.tfevents.*")),
+                       key=os.path.getmtime):
         acc = event_accumulator.EventAccumulator(path, size_guidance={"tensors": 0})
         acc.Reload()
-        if "loss" in acc.Tags().get("tensors", []):
-            times.update({e.step: e.wall_time for e in acc.Tensors("loss")})
-    if len(times) < 2:
-        return {}
-    steps = sorted(times)
-    rate = (times[steps[-1]] - times[steps[0]]) / (steps[-1] - steps[0])  # seconds per step
-    start = times[steps[0]] - steps[0] * rate
-    return {s: (t - start) / 60 for s, t in times.items()}
+        if "loss" not in acc.Tags().get("tensors", []):
+            continue
+        times = {e.step: e.wall_time for e in acc.Tensors("loss")}
+        steps = sorted(times)
+        if len(steps) < 2:
+            continue
+        rate = (times[steps[-1]] - times[steps[0]]) / (steps[-1] - steps[0])
+        start = times[steps[0]] - (steps[0] - done_steps) * rate
+        for step in steps:
+            minutes[step] = done_minutes + (times[step] - start) / 60
+        done_steps, done_minutes = steps[-1], minutes[steps[-1]]
+    return minutes
 
 
 def main(argv):

@@ -51,19 +51,25 @@ class Dense(nn.Module):
 
 
 class DenseGeneral(nn.Module):
-    """nn.DenseGeneral (no bias) with logical names for its multi-axis kernel."""
+    """nn.DenseGeneral with logical names for its multi-axis kernel (and optional bias).
+
+    The bias spans the output axes, so it takes the trailing names of the kernel.
+    """
 
     features: int | Sequence[int]
     names: Names
     axis: int | Sequence[int] = -1
+    use_bias: bool = False
     kernel_init: Any = default_kernel_init
     dtype: Any = None
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        num_out = 1 if isinstance(self.features, int) else len(self.features)
         return nn.DenseGeneral(
-            self.features, axis=self.axis, use_bias=False, dtype=self.dtype, name="dense",
-            kernel_init=param_with_axes(self.kernel_init, self.names))(x)
+            self.features, axis=self.axis, use_bias=self.use_bias, dtype=self.dtype,
+            name="dense", kernel_init=param_with_axes(self.kernel_init, self.names),
+            bias_init=param_with_axes(nn.initializers.zeros_init(), self.names[-num_out:]))(x)
 
 
 class Conv(nn.Module):
@@ -94,10 +100,11 @@ def group_norm(num_groups: int, name: str | None = None, dtype: Any = None) -> n
         bias_init=param_with_axes(nn.initializers.zeros_init(), ("norm",)))
 
 
-def layer_norm(name: str | None = None, dtype: Any = None) -> nn.LayerNorm:
+def layer_norm(name: str | None = None, dtype: Any = None, epsilon: float = 1e-6
+               ) -> nn.LayerNorm:
     """LayerNorm whose scale and bias carry the 'norm' logical axis."""
     return nn.LayerNorm(
-        name=name, dtype=dtype,
+        name=name, dtype=dtype, epsilon=epsilon,
         scale_init=param_with_axes(nn.initializers.ones_init(), ("norm",)),
         bias_init=param_with_axes(nn.initializers.zeros_init(), ("norm",)))
 

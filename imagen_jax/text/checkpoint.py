@@ -246,3 +246,70 @@ def _read_json(path: str, what: str) -> Any:
             return json.load(f)
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ValueError(f"{path}: invalid JSON ({err})") from err
+
+
+# Flax parameter path -> (HF tensor name, HF shape, HF array -> Flax array)
+ConversionTable = dict[tuple[str, ...], tuple[str, tuple[int, ...], Any]]
+
+
+def param_shapes(init_fn: Any, *args: Any) -> dict[tuple[str, ...], tuple[int, ...]]:
+    """Flat {path: shape} of the 'params' an `init_fn(*args)` would create (abstractly)."""
+    import flax
+    import flax.linen as nn
+    import jax
+
+    variables = jax.eval_shape(init_fn, *args)
+    params = nn.meta.unbox(variables["params"])
+    return {path: tuple(leaf.shape)
+            for path, leaf in flax.traverse_util.flatten_dict(params).items()}
+
+
+def convert_by_table(checkpoint: Checkpoint, table: ConversionTable,
+                     expected: Mapping[tuple[str, ...], tuple[int, ...]], dtype: np.dtype, *,
+                     prefix: str | tuple[str, ...] = "", also_used: Sequence[str] = ()) -> dict:
+    """Nested Flax params built by `table` from `checkpoint`, every shape checked.
+
+    `expected` is the module's own {path: shape}; the table must cover exactly those
+    paths. Checkpoint tensors under `prefix` that the table does not read mean the
+    config and the weights disagree (e.g. more layers stored than configured), which
+    is refused rather than silently ignored.
+    """
+    import flax
+    import jax.numpy as jnp
+
+    if set(table) != set(expected):
+        # The table and the module disagree: a bug in the converter, not the checkpoint.
+        raise RuntimeError("conversion table does not match the module's parameters: "
+                           f"{sorted(set(table) ^ set(expected))[:4]}")
+    used = set(also_used) | {name for name, _, _ in table.values()}
+    unused = sorted(n for n in checkpoint if n.startswith(prefix) and n not in used)
+    if unused:
+        raise ValueError(f"{checkpoint.directory}: {len(unused)} tensor(s) that config.json "
+                         f"does not account for (e.g. {unused[0]}); config and weights disagree")
+    flat = {}
+    for path, (name, hf_shape, to_flax) in table.items():
+        array = to_flax(take(checkpoint, name, hf_shape, source=checkpoint.directory))
+        if tuple(array.shape) != expected[path]:
+            raise RuntimeError(f"{name}: converted to {tuple(array.shape)}, but "
+                               f"{'/'.join(path)} expects {expected[path]}")
+        flat[path] = jnp.asarray(np.array(array, dtype=dtype))  # a copy, in C order
+    return flax.traverse_util.unflatten_dict(flat)
+
+
+_PARAM_DTYPES = {np.dtype(np.float32): np.dtype(np.float32),
+                 np.dtype(ml_dtypes.bfloat16): np.dtype(ml_dtypes.bfloat16)}
+
+
+def param_dtype(dtype: Any) -> np.dtype:
+    """The numpy dtype converted parameters are stored in: float32 or bfloat16 only."""
+    import jax.numpy as jnp  # jnp.dtype also understands the name 'bfloat16'
+
+    if dtype is None:  # jnp.dtype(None) would quietly mean float64
+        raise ValueError("dtype must be float32 or bfloat16, got None")
+    try:
+        key = jnp.dtype(dtype)
+    except TypeError as err:
+        raise ValueError(f"dtype must be float32 or bfloat16, got {dtype!r}") from err
+    if key not in _PARAM_DTYPES:
+        raise ValueError(f"dtype must be float32 or bfloat16, got {key.name}")
+    return _PARAM_DTYPES[key]

@@ -16,33 +16,26 @@ import dataclasses
 import os
 from typing import Any, Callable
 
-import flax
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_dtypes
 import numpy as np
 
 from imagen_jax.nn.t5 import T5Config, T5Encoder
-from imagen_jax.text.checkpoint import Checkpoint, open_checkpoint, take
+from imagen_jax.text.checkpoint import (Checkpoint, convert_by_table, open_checkpoint,
+                                        param_dtype, param_shapes)
 
 Path = tuple[str, ...]
 # Flax path -> (HF tensor name, HF shape, HF array -> Flax array)
 Table = dict[Path, tuple[str, tuple[int, ...], Callable[[np.ndarray], np.ndarray]]]
 
-_PARAM_DTYPES = {np.dtype(np.float32): np.dtype(np.float32),
-                 np.dtype(jnp.bfloat16): np.dtype(ml_dtypes.bfloat16)}
 _EMBEDDING_NAMES = ("shared.weight", "encoder.embed_tokens.weight")
 
 
 def expected_param_shapes(config: T5Config) -> dict[Path, tuple[int, ...]]:
     """Shape of every `T5Encoder` parameter, from an abstract init (no FLOPs, no memory)."""
     ids = jnp.zeros((1, 1), jnp.int32)
-    variables = jax.eval_shape(T5Encoder(config).init, jax.random.PRNGKey(0), ids,
-                               jnp.ones((1, 1), bool))
-    params = nn.meta.unbox(variables["params"])
-    return {path: tuple(leaf.shape)
-            for path, leaf in flax.traverse_util.flatten_dict(params).items()}
+    return param_shapes(T5Encoder(config).init, jax.random.PRNGKey(0), ids,
+                        jnp.ones((1, 1), bool))
 
 
 def _linear(out_features: int, in_features: int, flax_shape: tuple[int, ...]
@@ -95,46 +88,15 @@ def _embedding_name(checkpoint: Checkpoint) -> str:
                      f"{checkpoint.directory}")
 
 
-def _param_dtype(dtype: Any) -> np.dtype:
-    if dtype is None:  # jnp.dtype(None) would quietly mean float64
-        raise ValueError("dtype must be float32 or bfloat16, got None")
-    try:
-        key = jnp.dtype(dtype)
-    except TypeError as err:
-        raise ValueError(f"dtype must be float32 or bfloat16, got {dtype!r}") from err
-    if key not in _PARAM_DTYPES:
-        raise ValueError(f"dtype must be float32 or bfloat16, got {key.name}")
-    return _PARAM_DTYPES[key]
-
-
 def convert_t5_encoder(checkpoint: Checkpoint, config: T5Config, dtype: Any = jnp.float32
                        ) -> dict[str, Any]:
     """Flax params (a plain nested dict) for `T5Encoder(config)` from an HF checkpoint."""
-    np_dtype = _param_dtype(dtype)
+    np_dtype = param_dtype(dtype)
     embedding_name = _embedding_name(checkpoint)
     table = conversion_table(config, embedding_name)
     expected = expected_param_shapes(config)
-    if set(table) != set(expected):
-        # The table and the module disagree: a bug here, not in the checkpoint.
-        raise RuntimeError("T5 conversion table does not match T5Encoder parameters: "
-                           f"{sorted(set(table) ^ set(expected))[:4]}")
-
-    used = {embedding_name} | {name for name, _, _ in table.values()}
-    unused = sorted(n for n in checkpoint
-                    if n.startswith("encoder.") and n not in used and n not in _EMBEDDING_NAMES)
-    if unused:
-        raise ValueError(f"{checkpoint.directory}: {len(unused)} encoder tensor(s) that "
-                         f"config.json does not account for (e.g. {unused[0]}); config and "
-                         "weights disagree")
-
-    flat = {}
-    for path, (name, hf_shape, to_flax) in table.items():
-        array = to_flax(take(checkpoint, name, hf_shape, source=checkpoint.directory))
-        if tuple(array.shape) != expected[path]:
-            raise RuntimeError(f"{name}: converted to {tuple(array.shape)}, but "
-                               f"{'/'.join(path)} expects {expected[path]}")
-        flat[path] = jnp.asarray(np.ascontiguousarray(array.astype(np_dtype)))
-    return flax.traverse_util.unflatten_dict(flat)
+    return convert_by_table(checkpoint, table, expected, np_dtype, prefix="encoder.",
+                            also_used=_EMBEDDING_NAMES)
 
 
 def load_t5_encoder(path: str | os.PathLike, dtype: Any = jnp.float32
@@ -146,7 +108,7 @@ def load_t5_encoder(path: str | os.PathLike, dtype: Any = jnp.float32
     dtype=...)` to compute in another. Apply with
     `T5Encoder(config).apply({"params": params}, ids, mask)`.
     """
-    np_dtype = _param_dtype(dtype)
+    np_dtype = param_dtype(dtype)
     checkpoint = open_checkpoint(path)
     try:
         config = T5Config.from_hf_dict(checkpoint.config)

@@ -1,0 +1,119 @@
+"""CLIP conversion parity: a small random Hugging Face `CLIPModel` (built here, saved as
+safetensors) and our Flax CLIP give the same image and text embeddings."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from unclip_jax.clip import CLIP, contrastive_loss
+from unclip_jax.clip_convert import load_clip
+
+VOCAB, EOS, MAX_LEN = 99, 98, 12
+TOL = 1e-4
+
+
+def _hf_model(hidden_act: str, seed: int = 0):
+    import torch
+    from transformers import CLIPConfig, CLIPModel
+
+    config = CLIPConfig(
+        text_config=dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=48,
+                         num_hidden_layers=2, num_attention_heads=4,
+                         max_position_embeddings=MAX_LEN, hidden_act=hidden_act,
+                         eos_token_id=EOS, bos_token_id=VOCAB - 3, pad_token_id=0),
+        vision_config=dict(hidden_size=40, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=5, image_size=24, patch_size=8,
+                           hidden_act=hidden_act),
+        projection_dim=16)
+    torch.manual_seed(seed)
+    model = CLIPModel(config).eval()
+    with torch.no_grad():  # HF initialises norms to ones/zeros: randomise to catch misplacement
+        for name, param in model.named_parameters():
+            if "norm" in name:
+                param.uniform_(0.5, 1.5) if name.endswith("weight") else param.normal_(0, 0.1)
+        model.logit_scale.fill_(3.0)
+    return model
+
+
+@pytest.fixture(scope="module", params=["quick_gelu", "gelu"])
+def converted(request, tmp_path_factory):
+    model = _hf_model(request.param)
+    directory = tmp_path_factory.mktemp(f"clip-{request.param}")
+    model.save_pretrained(directory)
+    mean, std = [0.4, 0.45, 0.5], [0.25, 0.3, 0.2]
+    (directory / "preprocessor_config.json").write_text(json.dumps(
+        {"image_mean": mean, "image_std": std}))
+    config, params = load_clip(directory)
+    return model, config, params, (np.array(mean), np.array(std))
+
+
+def _texts():
+    """Captions of different lengths, each ending in EOS, right-padded with 0."""
+    rng = np.random.default_rng(0)
+    lengths = [MAX_LEN, 7, 3, 1]
+    ids = np.zeros((len(lengths), MAX_LEN), np.int64)
+    for row, n in enumerate(lengths):
+        ids[row, :n - 1] = rng.integers(1, EOS, n - 1)
+        ids[row, n - 1] = EOS
+    return ids, ids != 0
+
+
+def test_image_and_text_embeddings_match_transformers(converted):
+    import torch
+
+    model, config, params, (mean, std) = converted
+    rng = np.random.default_rng(1)
+    images = rng.uniform(-1, 1, (3, 24, 24, 3)).astype(np.float32)
+    ids, mask = _texts()
+    pixels = ((images + 1) / 2 - mean) / std  # what HF's processor would hand the model
+    with torch.no_grad():
+        t_pixels = torch.from_numpy(pixels.transpose(0, 3, 1, 2).astype(np.float32))
+        hf_img = model.get_image_features(pixel_values=t_pixels).pooler_output.numpy()
+        t_ids, t_mask = torch.from_numpy(ids), torch.from_numpy(mask.astype(np.int64))
+        hf_txt = model.get_text_features(input_ids=t_ids, attention_mask=t_mask)
+        hf_states = hf_txt.last_hidden_state.numpy()
+        hf_txt = hf_txt.pooler_output.numpy()
+    module = CLIP(config)
+    z_i = module.apply({"params": params}, jnp.asarray(images), method=CLIP.encode_image)
+    z_t, states = module.apply({"params": params}, jnp.asarray(ids), jnp.asarray(mask),
+                               method=CLIP.encode_text)
+    assert z_i.shape == (3, 16) and z_t.shape == (4, 16)
+    np.testing.assert_allclose(np.asarray(z_i), hf_img, atol=TOL, rtol=TOL)
+    np.testing.assert_allclose(np.asarray(z_t), hf_txt, atol=TOL, rtol=TOL)
+    np.testing.assert_allclose(np.asarray(states)[mask], hf_states[mask], atol=TOL, rtol=TOL)
+    assert abs(float(params["logit_scale"]) - 3.0) < 1e-6
+
+
+def test_wrong_shape_and_extra_tensors_are_refused(converted, tmp_path):
+    from safetensors.numpy import load_file, save_file
+
+    model, *_ = converted
+    model.save_pretrained(tmp_path)
+    weights = load_file(tmp_path / "model.safetensors")
+    name = "text_model.encoder.layers.1.mlp.fc1.weight"
+    bad = dict(weights, **{name: np.zeros((5, 5), np.float32)})
+    save_file(bad, tmp_path / "model.safetensors")
+    with pytest.raises(ValueError, match=r"fc1.weight: expected shape \(48, 32\)"):
+        load_clip(tmp_path)
+    extra = dict(weights, **{"text_model.encoder.layers.2.mlp.fc1.weight":
+                             np.zeros((48, 32), np.float32)})
+    save_file(extra, tmp_path / "model.safetensors")
+    with pytest.raises(ValueError, match="does not account for"):
+        load_clip(tmp_path)
+
+
+def test_contrastive_loss_closed_form():
+    # Orthonormal pairs: logits = scale * I, so the loss is log(1 + (B-1) e^-scale)
+    # both ways, and retrieval is perfect.
+    z = jnp.eye(4)
+    loss, metrics = contrastive_loss(z, 3.0 * z, jnp.log(2.0))
+    np.testing.assert_allclose(float(loss), np.log(1 + 3 * np.exp(-2.0)), rtol=1e-5)
+    assert float(metrics["retrieval_accuracy"]) == 1.0
+    # Swapping two captions makes those two pairs wrong.
+    loss2, m2 = contrastive_loss(z, z[jnp.array([1, 0, 2, 3])], jnp.log(10.0))
+    assert float(loss2) > 5.0 and float(m2["retrieval_accuracy"]) == 0.5

@@ -75,6 +75,8 @@ class BaseStage:
     cond_drop_prob: float = 0.1
     min_snr_gamma: float | None = None
 
+    batch_keys = ("images", "text", "text_mask")  # what `loss` reads from a batch
+
     def __post_init__(self):
         if not 0.0 <= self.cond_drop_prob <= 1.0:
             raise ValueError(f"cond_drop_prob must be in [0, 1], got {self.cond_drop_prob}")
@@ -110,7 +112,7 @@ class BaseStage:
 
     def loss(self, params, batch: Batch, key: jax.Array) -> tuple[jnp.ndarray, dict]:
         """Denoising loss on a batch; returns (loss, metrics)."""
-        _check_batch(batch, ("images", "text", "text_mask"))
+        _check_batch(batch, self.batch_keys)
         crop_key, cond_key, loss_key, dropout_key = jax.random.split(key, 4)
         images = self._training_images(batch, crop_key)
         cond = self._training_cond(batch, images, cond_key)
@@ -137,7 +139,7 @@ class BaseStage:
         model_fn = lambda z, logsnr, c: self._apply(params, z, logsnr, c)
         denoise_fn = classifier_free_guidance(model_fn, cond, uncond, guidance)
         return run_sampler(denoise_fn, self.schedule, self.output_shape(text.shape[0], extra),
-                           key, settings)
+                           key, settings, z_init=extra.get("z_init"))
 
     def sample(self, params, text: jnp.ndarray, text_mask: jnp.ndarray, key: jax.Array, *,
                settings: SamplerSettings = SamplerSettings(threshold="dynamic"),
@@ -258,6 +260,16 @@ class SuperResolutionStage(BaseStage):
 def unbox(variables: Any) -> Any:
     """The plain 'params' collection of boxed `init` output."""
     return nn.unbox(variables)["params"]
+
+
+def conditioner_from_config(config: Any, workdir: str, captions) -> Any:
+    """The frozen T5 that turns caption ids into embeddings inside the train step (None
+    when the data carries cached embeddings). `captions()` gives the offline
+    vocabulary's corpus."""
+    if config.data.embedding_cache:
+        return None
+    from imagen_jax.text.from_config import text_encoder_from_config
+    return text_encoder_from_config(config.text, workdir, captions)
 
 
 def stage_from_config(config: Any) -> BaseStage:

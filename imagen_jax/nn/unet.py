@@ -104,7 +104,10 @@ class UNet(nn.Module):
     def __call__(self, z: jnp.ndarray, logsnr: jnp.ndarray, text: jnp.ndarray,
                  text_mask: jnp.ndarray, lowres: jnp.ndarray | None = None,
                  aug_logsnr: jnp.ndarray | None = None,
-                 deterministic: bool = True) -> jnp.ndarray:
+                 deterministic: bool = True,
+                 extra_emb: jnp.ndarray | None = None) -> jnp.ndarray:
+        """`extra_emb` [B, cond_dim] is added to the conditioning embedding: the hook
+        through which unCLIP's decoder adds its projected CLIP image embedding."""
         cfg = self.config
         dtype = jnp.dtype(cfg.dtype)
         b, height, width, _ = z.shape
@@ -132,6 +135,10 @@ class UNet(nn.Module):
             if aug_logsnr is None:
                 raise ValueError("this U-Net needs aug_logsnr (the augmentation level)")
             emb = emb + NoiseLevelEmbedding(cfg.cond_dim, name="aug_embedding")(aug_logsnr)
+        if extra_emb is not None:
+            if extra_emb.shape != emb.shape:
+                raise ValueError(f"extra_emb has shape {extra_emb.shape}, expected {emb.shape}")
+            emb = emb + extra_emb.astype(emb.dtype)
 
         h = z
         if cfg.lowres_cond:

@@ -39,7 +39,7 @@ class TextEncoder:
         self.config = config
         self.params = params
         self.tokenizer = tokenizer
-        module = T5Encoder(config)
+        module = self._module = T5Encoder(config)
         # Compiled once per batch shape; params are an argument, not baked-in constants.
         self._forward = jax.jit(lambda params, ids, mask: _frozen_forward(module, params, ids,
                                                                           mask))
@@ -60,6 +60,15 @@ class TextEncoder:
             raise ValueError(f"ids and mask must both be [batch, length], got {ids.shape} and "
                              f"{mask.shape}")
         return self._forward(params, ids.astype(jnp.int32), mask.astype(bool))
+
+    def prepare(self, params: Any, batch: dict) -> dict:
+        """The trainer's hook, traced inside the train step: 'text_ids' -> 'text'."""
+        if "text_ids" not in batch:  # cached embeddings already in the batch
+            return batch
+        batch = dict(batch)
+        batch["text"] = _frozen_forward(self._module, params, batch.pop("text_ids"),
+                                        batch["text_mask"].astype(bool))
+        return batch
 
     def __call__(self, prompts: str | Sequence[str]) -> tuple[jnp.ndarray, jnp.ndarray]:
         """Encodes prompts (a str is a batch of one) to (embeddings, mask)."""

@@ -24,13 +24,19 @@ def text_encoder_from_config(text: Any, workdir: str,
     """Loads or builds the encoder; `captions` supplies the offline vocabulary's corpus."""
     if text.checkpoint:
         return TextEncoder.from_pretrained(text.checkpoint, max_length=text.max_length)
+    tokenizer = offline_tokenizer(workdir, text.max_length, text.vocab_size, captions)
+    config = T5Config(**text.random_t5.to_dict())
+    return TextEncoder.random(config, tokenizer, seed=text.seed)
+
+
+def offline_tokenizer(workdir: str, max_length: int, vocab_size: int,
+                      captions: Callable[[], Sequence[str]] | None = None) -> Tokenizer:
+    """The workdir's caption vocabulary, trained from `captions` on first use."""
     path = os.path.join(workdir, TOKENIZER_FILE)
     if not os.path.exists(path):
         if captions is None:
-            raise FileNotFoundError(f"{path} is missing: the offline text encoder's vocabulary "
-                                    "is written by training; train first or set "
-                                    "config.text.checkpoint")
+            raise FileNotFoundError(f"{path} is missing: the offline vocabulary is written by "
+                                    "training; train first or name a pretrained checkpoint")
         os.makedirs(workdir, exist_ok=True)
-        train_sentencepiece(list(captions()), path, vocab_size=text.vocab_size)
-    config = T5Config(**text.random_t5.to_dict())
-    return TextEncoder.random(config, Tokenizer(path, text.max_length), seed=text.seed)
+        train_sentencepiece(list(captions()), path, vocab_size=vocab_size)
+    return Tokenizer(path, max_length)

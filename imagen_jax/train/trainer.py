@@ -31,7 +31,7 @@ from imagen_jax.parallel.mesh import make_mesh
 from imagen_jax.parallel.rules import DEFAULT_RULES, rules_from_config
 from imagen_jax.parallel.sharding import (batch_sharding, param_shardings, replicated,
                                           shard_batch_tree, state_shardings)
-from imagen_jax.stages import BaseStage, stage_from_config
+from imagen_jax.stages import BaseStage
 from imagen_jax.train import checkpoint as ckpt_lib
 from imagen_jax.train.optimizer import learning_rate_schedule, make_optimizer
 from imagen_jax.train.state import TrainState, create_state, train_step
@@ -48,9 +48,11 @@ class Run:
     workdir: str
     mesh: jax.sharding.Mesh
     rules: Any
-    stage: BaseStage
+    stage: Any  # an imagen_jax or unclip_jax stage: init, loss, sample
     iterator: InputIterator
-    text_encoder: Any  # TextEncoder, or None when the data carries cached embeddings
+    # Frozen model applied in the train step (.prepare(params, batch), .params,
+    # .tokenizer): Imagen's T5, unCLIP's CLIP; None when batches need nothing.
+    conditioner: Any
     optimizer: Any
     state_shardings: Any
     abstract_state: Any
@@ -59,6 +61,21 @@ class Run:
 
 def _text_len(config: Any) -> int:
     return config.text.max_length
+
+
+STAGE_FAMILIES = {"imagen": "imagen_jax.stages", "unclip": "unclip_jax.stages"}
+
+
+def stage_family(config: Any) -> Any:
+    """The module that builds `config.stage`'s stage and conditioner (imported lazily:
+    imagen_jax does not depend on unclip_jax)."""
+    import importlib
+
+    family = config.stage.split(".")[0]
+    if family not in STAGE_FAMILIES:
+        raise ValueError(f"config.stage: unknown stage family {family!r} in {config.stage!r}; "
+                         f"known: {sorted(STAGE_FAMILIES)}")
+    return importlib.import_module(STAGE_FAMILIES[family])
 
 
 def setup(config: Any, workdir: str, devices: list | None = None) -> Run:
@@ -70,26 +87,24 @@ def setup(config: Any, workdir: str, devices: list | None = None) -> Run:
     sizes = validate_config(config, device_count=len(devices))
     mesh = make_mesh(sizes, devices)
     rules = rules_from_config(config.logical_rules) if config.logical_rules else DEFAULT_RULES
-    stage = stage_from_config(config)
+    family = stage_family(config)
+    stage = family.stage_from_config(config)
     builder = builder_from_config(config.data, workdir)
 
-    text_encoder, signature = None, None
+    signature = None
     if config.data.embedding_cache:
         if not config.text.checkpoint:
             raise ValueError("config.data.embedding_cache needs config.text.checkpoint: the "
                              "cache is checked against the encoder the config names")
         from imagen_jax.data.embedding_cache import encoder_signature
         signature = encoder_signature(config.text.checkpoint, config.text.max_length)
-    else:
-        from imagen_jax.text.from_config import text_encoder_from_config
-        text_encoder = text_encoder_from_config(config.text, workdir,
-                                                functools.partial(captions, builder))
+    conditioner = family.conditioner_from_config(config, workdir,
+                                                 functools.partial(captions, builder))
 
-    is_sr = config.stage != "imagen.base64"
+    lowres_size = config.get("lowres_size", 0)
     pipeline = PipelineConfig(
         image_size=config.image_size, global_batch_size=config.train.batch_size,
-        lowres_size=config.lowres_size if is_sr else 0,
-        crop_size=config.diffusion.train_crop if is_sr else 0,
+        lowres_size=lowres_size, crop_size=config.diffusion.train_crop if lowres_size else 0,
         random_flip=config.data.random_flip, shuffle_buffer=config.data.shuffle_buffer,
         seed=config.seed)
     dataset = make_dataset(builder, config.data.split, pipeline,
@@ -98,7 +113,7 @@ def setup(config: Any, workdir: str, devices: list | None = None) -> Run:
                            embedding_cache=config.data.embedding_cache or None,
                            cache_signature=signature)
     iterator = InputIterator(dataset, batch_sharding(mesh, rules=rules),
-                             tokenizer=text_encoder.tokenizer if text_encoder else None)
+                             tokenizer=conditioner.tokenizer if conditioner else None)
 
     optimizer = make_optimizer(config.train)
     boxed = jax.eval_shape(lambda: stage.init(jax.random.PRNGKey(0), _text_len(config)))
@@ -111,7 +126,7 @@ def setup(config: Any, workdir: str, devices: list | None = None) -> Run:
     checkpointer = ckpt_lib.Checkpointer(
         os.path.join(workdir, "checkpoints"), save_every=config.checkpoint.every_steps,
         keep=config.checkpoint.keep, async_save=config.checkpoint.async_save)
-    return Run(config, workdir, mesh, rules, stage, iterator, text_encoder, optimizer,
+    return Run(config, workdir, mesh, rules, stage, iterator, conditioner, optimizer,
                shardings, abstract_state, checkpointer)
 
 
@@ -148,20 +163,19 @@ def _stage_batch(batch: dict) -> dict:
 
 def make_step(run: Run, example_batch: dict):
     """The jitted train step for this run's shardings (text encoding folded in)."""
-    encoder = run.text_encoder
+    conditioner = run.conditioner
     skip = run.config.train.nonfinite == "skip"
 
-    def step(state, batch, text_params):
-        if "text_ids" in batch:  # frozen encoder inside the step: no host round trip
-            batch = dict(batch)
-            ids = batch.pop("text_ids")
-            batch["text"] = encoder.apply(text_params, ids, batch["text_mask"])
+    def step(state, batch, frozen_params):
+        if conditioner is not None:  # frozen model inside the step: no host round trip
+            batch = conditioner.prepare(frozen_params, batch)
         return train_step(state, batch, loss_fn=run.stage.loss, optimizer=run.optimizer,
                           ema_decay=run.config.train.ema_decay, skip_nonfinite=skip)
 
     batch_sh = shard_batch_tree(example_batch, run.mesh, run.rules)
-    text_sh = jax.tree.map(lambda _: replicated(run.mesh), encoder.params) if encoder else None
-    return jax.jit(step, in_shardings=(run.state_shardings, batch_sh, text_sh),
+    frozen = conditioner.params if conditioner is not None else None
+    frozen_sh = jax.tree.map(lambda _: replicated(run.mesh), frozen)
+    return jax.jit(step, in_shardings=(run.state_shardings, batch_sh, frozen_sh),
                    out_shardings=(run.state_shardings, replicated(run.mesh)),
                    donate_argnums=(0,))
 
@@ -180,11 +194,15 @@ def _flops_per_step(compiled: Any) -> float | None:
 def write_samples(run: Run, state: TrainState, batch: dict, step: int, writer: Any) -> str:
     """Samples with the EMA params for the batch's first captions; PNG + TensorBoard."""
     n = min(run.config.log.num_samples, batch["images"].shape[0])
-    text_params = run.text_encoder.params if run.text_encoder else None
+    if not isinstance(run.stage, BaseStage) or run.config.stage.startswith("unclip."):
+        logging.warning("periodic samples are written for Imagen stages only; unCLIP runs "
+                        "sample with `python -m unclip_jax.generate`")
+        return ""
     if "text" in batch:
         text, mask = batch["text"][:n], batch["text_mask"][:n]
     else:
-        text = run.text_encoder.apply(text_params, batch["text_ids"][:n], batch["text_mask"][:n])
+        encoder = run.conditioner
+        text = encoder.apply(encoder.params, batch["text_ids"][:n], batch["text_mask"][:n])
         mask = batch["text_mask"][:n]
     s = run.config.sample
     settings = SamplerSettings(sampler=s.sampler, steps=s.steps, eta=s.eta,
@@ -216,7 +234,7 @@ def train(config: Any, workdir: str, *, devices: list | None = None,
     hooks = [periodic_actions.ReportProgress(num_train_steps=total, writer=writer,
                                              every_steps=config.log.every_steps)]
     schedule = learning_rate_schedule(config.train)
-    text_params = run.text_encoder.params if run.text_encoder else None
+    text_params = run.conditioner.params if run.conditioner is not None else None
     step_fn, flops, window = None, None, []
     last_time, last_step = time.perf_counter(), start
     bar = tqdm(total=total, initial=start, desc=f"train {config.stage}", unit="step",
@@ -246,7 +264,7 @@ def train(config: Any, workdir: str, *, devices: list | None = None,
             steps_per_sec = (done - last_step) / max(now - last_time, 1e-9)
             last_time, last_step = now, done
             mean = {k: float(np.mean([jax.device_get(m[k]) for m in window]))
-                    for k in ("loss", "mse", "grad_norm")}
+                    for k in window[0] if k != "finite"}
             scalars = dict(mean, learning_rate=float(schedule(done)),
                            images_per_sec=steps_per_sec * config.train.batch_size,
                            nonfinite_steps=int(jax.device_get(state.nonfinite_steps)))

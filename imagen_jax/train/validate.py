@@ -9,7 +9,12 @@ import jax
 
 from imagen_jax.parallel.mesh import mesh_shape
 
-KNOWN_STAGES = ("imagen.base64", "imagen.sr256", "imagen.sr1024")
+KNOWN_STAGES = ("imagen.base64", "imagen.sr256", "imagen.sr1024", "unclip.clip",
+                "unclip.prior", "unclip.decoder64", "unclip.upsample256",
+                "unclip.upsample1024")
+# Stages that condition on a low-resolution image (config.lowres_size).
+SUPER_RESOLUTION_STAGES = ("imagen.sr256", "imagen.sr1024", "unclip.upsample256",
+                           "unclip.upsample1024")
 
 
 class ConfigError(ValueError):
@@ -40,7 +45,7 @@ def validate_config(config: Any, device_count: int | None = None,
     if config.train.nonfinite not in ("error", "skip"):
         raise ConfigError(f"config.train.nonfinite must be 'error' or 'skip', got "
                           f"{config.train.nonfinite!r}")
-    if config.stage != "imagen.base64":
+    if config.stage in SUPER_RESOLUTION_STAGES:
         low = config.lowres_size
         if low <= 0 or config.image_size % low:
             raise ConfigError(f"config.lowres_size {low} does not divide config.image_size "
@@ -49,10 +54,36 @@ def validate_config(config: Any, device_count: int | None = None,
         if crop and (crop > config.image_size or crop % (config.image_size // low)):
             raise ConfigError(f"config.diffusion.train_crop {crop} must be at most image_size "
                               f"and divisible by the SR factor {config.image_size // low}")
-    if not config.text.checkpoint and config.text.random_t5.d_model != config.model.text_dim:
+    if config.stage.startswith("unclip."):
+        _validate_unclip(config)
+    elif not config.text.checkpoint and config.text.random_t5.d_model != config.model.text_dim:
         raise ConfigError(f"config.text.random_t5.d_model {config.text.random_t5.d_model} != "
                           f"config.model.text_dim {config.model.text_dim}")
     if config.data.name == "shapes_captions" and config.data.resolution < config.image_size:
         raise ConfigError(f"config.data.resolution {config.data.resolution} is below "
                           f"config.image_size {config.image_size}")
     return sizes
+
+
+def _validate_unclip(config: Any) -> None:
+    """Widths that must agree between an unCLIP stage and the CLIP it conditions on."""
+    kind = config.stage.split(".")[1]
+    if kind in ("prior", "decoder64"):
+        if bool(config.clip.workdir) == bool(config.clip.checkpoint):
+            raise ConfigError("config.clip: set exactly one of clip.workdir (a trained "
+                              "unclip.clip run) and clip.checkpoint (a Hugging Face CLIP dir)")
+        text_dim = config.model.text_dim if kind == "prior" else (
+            config.model.text_dim if not config.caption.layers else config.clip.text_width)
+        if kind == "decoder64" and config.caption.layers and \
+                config.caption.width != config.model.text_dim:
+            raise ConfigError(f"config.caption.width {config.caption.width} != "
+                              f"config.model.text_dim {config.model.text_dim}")
+        if text_dim != config.clip.text_width:
+            raise ConfigError(f"config.model.text_dim {text_dim} != config.clip.text_width "
+                              f"{config.clip.text_width} (the CLIP token states it reads)")
+    if kind == "prior" and config.model.embed_dim != config.clip.embed_dim:
+        raise ConfigError(f"config.model.embed_dim {config.model.embed_dim} != "
+                          f"config.clip.embed_dim {config.clip.embed_dim}")
+    if kind == "clip" and config.model.max_length < config.text.max_length:
+        raise ConfigError(f"config.text.max_length {config.text.max_length} exceeds "
+                          f"config.model.max_length {config.model.max_length}")

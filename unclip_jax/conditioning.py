@@ -1,0 +1,123 @@
+"""The frozen CLIP that the prior and the decoder condition on (unCLIP section 2:
+CLIP stays frozen while they train).
+
+`FrozenCLIP.prepare(params, batch)` is the trainer's conditioning hook (the role the
+frozen T5 plays for Imagen): inside the jitted train step it turns a batch of
+images and caption ids into
+
+    image_embed [B, E]   z_i, the CLIP image embedding (the prior's target, the
+                         decoder's condition)
+    text_embed  [B, E]   z_t, the CLIP text embedding
+    text        [B, L, W], text_mask [B, L]   CLIP's token states: the "encoded
+                         text" the prior and decoder read
+
+under `stop_gradient`. CLIP comes from a trained `unclip.clip` run's workdir (the
+offline default: its EMA weights, config and caption vocabulary) or from a local
+Hugging Face CLIPModel directory (with a SentencePiece `spiece.model` beside it).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from imagen_jax.text.tokenizer import Tokenizer
+from unclip_jax.clip import CLIP, CLIPConfig
+
+
+class FrozenCLIP:
+    def __init__(self, config: CLIPConfig, params: Any, tokenizer: Tokenizer) -> None:
+        if tokenizer.vocab_size > config.vocab_size:
+            raise ValueError(f"tokenizer has {tokenizer.vocab_size} pieces but CLIP embeds "
+                             f"only {config.vocab_size} ids")
+        if tokenizer.max_length > config.max_length:
+            raise ValueError(f"tokenizer max_length {tokenizer.max_length} exceeds CLIP's "
+                             f"{config.max_length} positions")
+        self.config, self.params, self.tokenizer = config, params, tokenizer
+        self.module = CLIP(config)
+        self._images = jax.jit(lambda p, x: self.encode_images_with(p, x))
+        self._text = jax.jit(lambda p, ids, m: self.encode_text_with(p, ids, m))
+
+    def encode_images_with(self, params: Any, images: jnp.ndarray) -> jnp.ndarray:
+        z = self.module.apply({"params": params}, images, method=CLIP.encode_image)
+        return jax.lax.stop_gradient(z)
+
+    def encode_text_with(self, params: Any, ids: jnp.ndarray, mask: jnp.ndarray
+                         ) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
+        """(z_t [B, E], token states [B, L, W] zeroed at padding, mask [B, L])."""
+        mask = mask.astype(bool)
+        z_t, states = self.module.apply({"params": params}, ids, mask, method=CLIP.encode_text)
+        states = jnp.where(mask[..., None], states, 0.0)
+        return jax.lax.stop_gradient(z_t), jax.lax.stop_gradient(states), mask
+
+    def prepare(self, params: Any, batch: dict) -> dict:
+        """The trainer's hook (traced in the step): adds z_i, z_t and the token states."""
+        batch = dict(batch)
+        if "text_ids" in batch:
+            ids = batch.pop("text_ids")
+            batch["text_embed"], batch["text"], batch["text_mask"] = self.encode_text_with(
+                params, ids, batch["text_mask"])
+        if "images" in batch:
+            batch["image_embed"] = self.encode_images_with(params, batch["images"])
+        return batch
+
+    @property
+    def embed_dim(self) -> int:
+        return self.config.embed_dim
+
+    @property
+    def text_width(self) -> int:
+        return self.config.text_width
+
+    def encode_prompts(self, prompts: str | Sequence[str]
+                       ) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
+        """(z_t, token states, mask) for prompts."""
+        tokens = self.tokenizer.encode(prompts)
+        return self._text(self.params, jnp.asarray(tokens.ids), jnp.asarray(tokens.mask))
+
+    def encode_images(self, images: jnp.ndarray) -> jnp.ndarray:
+        """z_i [B, E] for images [B, H, W, 3] in [-1, 1] (any size: CLIP resizes)."""
+        return self._images(self.params, jnp.asarray(images, jnp.float32))
+
+
+def clip_config_from_run(config: Any) -> CLIPConfig:
+    """The CLIPConfig an `unclip.clip` run config describes."""
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in config.model.to_dict().items()}
+    try:
+        return CLIPConfig(**fields)
+    except TypeError as e:  # an unknown key in config.model
+        raise ValueError(f"config.model: {e}") from None
+
+
+def load_frozen_clip(clip: Any, max_length: int) -> FrozenCLIP:
+    """The CLIP a config's `clip` section names: `clip.workdir` (a trained unclip.clip
+    run) or `clip.checkpoint` (a local HF CLIPModel directory with spiece.model)."""
+    from imagen_jax.train.checkpoint import load_params
+    from imagen_jax.train.run_config import load_config
+
+    if bool(clip.workdir) == bool(clip.checkpoint):
+        raise ValueError("config.clip: set exactly one of clip.workdir (a trained unclip.clip "
+                         "run) and clip.checkpoint (a Hugging Face CLIP directory)")
+    if clip.checkpoint:
+        from unclip_jax.clip_convert import load_clip
+        config, params = load_clip(clip.checkpoint)
+        return FrozenCLIP(config, params, Tokenizer.from_pretrained_dir(clip.checkpoint,
+                                                                        max_length))
+    run_config = load_config(clip.workdir)
+    if run_config.stage != "unclip.clip":
+        raise ValueError(f"config.clip.workdir {clip.workdir} holds a {run_config.stage!r} run, "
+                         "not unclip.clip")
+    config = clip_config_from_run(run_config)
+    s = config.image_size
+    abstract = jax.eval_shape(lambda: CLIP(config).init(
+        jax.random.PRNGKey(0), jnp.zeros((1, s, s, 3)), jnp.zeros((1, 2), jnp.int32),
+        jnp.ones((1, 2), bool)))
+    abstract = jax.tree.map(lambda b: b.value if hasattr(b, "names") else b, abstract["params"],
+                            is_leaf=lambda x: hasattr(x, "names"))
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    params = load_params(clip.workdir, abstract, jax.tree.map(lambda _: device, abstract))
+    tokenizer = Tokenizer(os.path.join(clip.workdir, "spiece.model"), max_length)
+    return FrozenCLIP(config, params, tokenizer)

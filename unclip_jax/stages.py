@@ -1,0 +1,327 @@
+"""unCLIP's stages, each trained by imagen_jax's one trainer (`config.stage`):
+
+  unclip.clip          CLIP, contrastively (symmetric InfoNCE over the global batch)
+  unclip.prior         diffusion prior: caption -> z_i (x0 objective)
+  unclip.decoder64     z_i (+ caption) -> 64x64 image: imagen_jax's U-Net via
+                       `unclip_jax.decoder`, CLIP embedding dropped 10%, caption 50%
+  unclip.upsample256   64 -> 256, conditioning image blurred; no text, no attention
+  unclip.upsample1024  256 -> 1024, conditioning image BSR-degraded
+
+Like Imagen's stages, each owns `init`, `loss(params, batch, key)` and sampling;
+the diffusion math, U-Net, super-resolution machinery and trainer all come from
+imagen_jax. Prior and decoder batches carry the frozen CLIP's outputs
+('image_embed', 'text_embed', 'text', 'text_mask'), which `FrozenCLIP.prepare`
+adds inside the train step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from imagen_jax.diffusion import (SamplerSettings, classifier_free_guidance, ddim_invert,
+                                  diffusion_loss, sample as run_sampler)
+from imagen_jax.diffusion.schedules import CosineSchedule, Schedule
+from imagen_jax.stages import BaseStage, SuperResolutionStage, _check_batch, downsample, \
+    drop_text
+from imagen_jax.nn.unet import UNetConfig
+from unclip_jax.clip import CLIP, CLIPConfig, contrastive_loss, normalize
+from unclip_jax.decoder import Decoder, DecoderConfig
+from unclip_jax.degrade import DEGRADATIONS, degrade
+from unclip_jax.prior import DiffusionPrior, PriorConfig
+from unclip_jax.transformer import TransformerConfig
+
+Batch = dict[str, jnp.ndarray]
+STAGES = ("clip", "prior", "decoder64", "upsample256", "upsample1024")
+
+
+def _drop(x: jnp.ndarray, key: jax.Array, prob: float) -> jnp.ndarray:
+    """Zeroes each example of x (batch first) with probability `prob`."""
+    keep = jax.random.bernoulli(key, 1.0 - prob, (x.shape[0],))
+    return x * keep.reshape((-1,) + (1,) * (x.ndim - 1))
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipStage:
+    clip: CLIPConfig
+    image_size: int = 32
+
+    batch_keys = ("images", "text_ids", "text_mask")
+
+    @property
+    def model(self) -> CLIP:
+        return CLIP(self.clip)
+
+    def init(self, key: jax.Array, text_len: int = 8) -> Any:
+        s = self.image_size
+        return self.model.init(key, jnp.zeros((1, s, s, 3)), jnp.zeros((1, text_len), jnp.int32),
+                               jnp.ones((1, text_len), bool))
+
+    def loss(self, params, batch: Batch, key: jax.Array) -> tuple[jnp.ndarray, dict]:
+        _check_batch(batch, self.batch_keys)
+        z_i, z_t, scale = self.model.apply({"params": params}, batch["images"],
+                                           batch["text_ids"], batch["text_mask"])
+        return contrastive_loss(z_i, z_t, scale)
+
+
+@dataclasses.dataclass(frozen=True)
+class PriorStage:
+    prior: PriorConfig
+    schedule: Schedule = CosineSchedule()
+    cond_drop_prob: float = 0.1  # caption and z_t dropped together (paper: 10%)
+
+    batch_keys = ("image_embed", "text_embed", "text", "text_mask")
+
+    def __post_init__(self):
+        if not 0.0 <= self.cond_drop_prob <= 1.0:
+            raise ValueError(f"cond_drop_prob must be in [0, 1], got {self.cond_drop_prob}")
+
+    @property
+    def model(self) -> DiffusionPrior:
+        return DiffusionPrior(self.prior)
+
+    def init(self, key: jax.Array, text_len: int = 8) -> Any:
+        e = self.prior.embed_dim
+        return self.model.init(key, jnp.zeros((1, e)), jnp.zeros((1,)),
+                               jnp.zeros((1, text_len, self.prior.text_dim)),
+                               jnp.ones((1, text_len), bool), jnp.zeros((1, e)))
+
+    def to_latent(self, image_embed: jnp.ndarray) -> jnp.ndarray:
+        """CLIP z_i -> the diffusion's variable: unit vector * sqrt(E)."""
+        return normalize(image_embed) * self.prior.embed_scale
+
+    def _apply(self, params, z, logsnr, cond: dict, key: jax.Array | None = None):
+        rngs = {"dropout": key} if key is not None else None
+        return self.model.apply({"params": params}, z, logsnr, cond["text"], cond["text_mask"],
+                                cond["text_embed"], deterministic=key is None, rngs=rngs)
+
+    def loss(self, params, batch: Batch, key: jax.Array) -> tuple[jnp.ndarray, dict]:
+        _check_batch(batch, self.batch_keys)
+        drop_key, loss_key, dropout_key = jax.random.split(key, 3)
+        keep = jax.random.bernoulli(drop_key, 1.0 - self.cond_drop_prob,
+                                    (batch["text"].shape[0],))
+        cond = {"text": batch["text"] * keep[:, None, None],
+                "text_mask": batch["text_mask"].astype(bool) & keep[:, None],
+                "text_embed": batch["text_embed"] * keep[:, None]}
+        key = dropout_key if self.prior.dropout > 0 else None
+        model_fn = lambda z, logsnr: self._apply(params, z, logsnr, cond, key)  # noqa: E731
+        loss, aux = diffusion_loss(model_fn, self.to_latent(batch["image_embed"]), loss_key,
+                                   self.schedule, "x0")
+        return loss, {"loss": loss, "mse": jnp.mean(aux["mse"])}
+
+    @functools.partial(jax.jit, static_argnames=("self", "settings", "best_of"))
+    def _sample_jit(self, params, text, text_mask, text_embed, key, guidance,
+                    settings: SamplerSettings, best_of: int):
+        b = text.shape[0]
+        cond = {"text": text, "text_mask": text_mask.astype(bool), "text_embed": text_embed}
+        uncond = {"text": jnp.zeros_like(text), "text_mask": jnp.zeros_like(cond["text_mask"]),
+                  "text_embed": jnp.zeros_like(text_embed)}
+        tile = lambda t: jax.tree.map(lambda x: jnp.concatenate([x] * best_of), t)  # noqa
+        model_fn = lambda z, logsnr, c: self._apply(params, z, logsnr, c)  # noqa: E731
+        denoise = classifier_free_guidance(model_fn, tile(cond), tile(uncond), guidance)
+        z = run_sampler(denoise, self.schedule, (best_of * b, self.prior.embed_dim), key,
+                        settings)
+        candidates = normalize(z).reshape(best_of, b, -1)
+        # Best-of-n (paper: n = 2): keep the candidate most similar to z_t.
+        score = jnp.sum(candidates * normalize(text_embed)[None], axis=-1)
+        return jnp.take_along_axis(candidates, jnp.argmax(score, 0)[None, :, None], 0)[0]
+
+    def sample(self, params, text: jnp.ndarray, text_mask: jnp.ndarray,
+               text_embed: jnp.ndarray, key: jax.Array, *,
+               settings: SamplerSettings = SamplerSettings(sampler="ddpm", steps=64),
+               guidance: float = 1.0, best_of: int = 2) -> jnp.ndarray:
+        """Unit-norm z_i [B, E] for the caption's CLIP token states and z_t."""
+        if best_of < 1:
+            raise ValueError(f"best_of must be at least 1, got {best_of}")
+        settings = dataclasses.replace(settings, prediction="x0", threshold="none")
+        return self._sample_jit(params, text, text_mask, text_embed, key,
+                                jnp.float32(guidance), settings, best_of)
+
+
+@dataclasses.dataclass(frozen=True)
+class DecoderStage(BaseStage):
+    """CLIP image embedding (+ optional caption) -> image; imagen_jax's base stage with
+    the U-Net wrapped by `unclip_jax.decoder.Decoder`."""
+
+    embed_dim: int = 32
+    num_tokens: int = 4
+    image_embed_drop_prob: float = 0.1
+    caption: TransformerConfig | None = None
+
+    batch_keys = ("images", "text", "text_mask", "image_embed")
+
+    @property
+    def model(self) -> Decoder:
+        return Decoder(DecoderConfig(self.unet, self.embed_dim, self.num_tokens, self.caption))
+
+    @property
+    def text_input_dim(self) -> int:
+        """Width of the caption states the decoder reads (CLIP's text width)."""
+        return self.caption_input_dim or self.unet.text_dim
+
+    caption_input_dim: int = 0  # CLIP text width when a caption transformer sits between
+
+    def _dummy_inputs(self, text_len: int) -> tuple:
+        s = self.image_size
+        return (jnp.zeros((1, s, s, self.unet.in_channels)), jnp.zeros((1,)),
+                jnp.zeros((1, text_len, self.text_input_dim)), jnp.ones((1, text_len), bool),
+                jnp.zeros((1, self.embed_dim)))
+
+    def _apply(self, params, z, logsnr, cond: dict, key: jax.Array | None = None):
+        rngs = {"dropout": key} if key is not None else None
+        return self.model.apply({"params": params}, z, logsnr, cond["text"], cond["text_mask"],
+                                cond["image_embed"], deterministic=key is None, rngs=rngs)
+
+    def _training_cond(self, batch: Batch, images: jnp.ndarray, key: jax.Array) -> dict:
+        text_key, embed_key = jax.random.split(key)
+        cond = super()._training_cond(batch, images, text_key)  # caption dropped w.p. 0.5
+        cond["image_embed"] = _drop(batch["image_embed"], embed_key, self.image_embed_drop_prob)
+        return cond
+
+    def _sampling_cond(self, params, text, text_mask, extra: dict) -> tuple[dict, dict]:
+        cond, uncond = super()._sampling_cond(params, text, text_mask, extra)
+        cond["image_embed"] = extra["image_embed"]
+        uncond["image_embed"] = jnp.zeros_like(extra["image_embed"])
+        return cond, uncond
+
+    def sample(self, params, text: jnp.ndarray, text_mask: jnp.ndarray, key: jax.Array, *,
+               image_embed: jnp.ndarray | None = None, z_init: jnp.ndarray | None = None,
+               settings: SamplerSettings = SamplerSettings(threshold="dynamic"),
+               guidance: float = 3.0) -> jnp.ndarray:
+        """Images for CLIP image embeddings [B, E] (and caption states, possibly empty).
+
+        `z_init` starts the reverse process from given noise (e.g. a DDIM inversion).
+        """
+        if image_embed is None:
+            raise ValueError("decoder sampling needs image_embed= (CLIP image embeddings)")
+        if image_embed.shape[0] != text.shape[0]:
+            raise ValueError(f"image_embed has batch {image_embed.shape[0]}, text has "
+                             f"{text.shape[0]}")
+        settings = dataclasses.replace(settings, prediction=self.prediction)
+        extra = {"image_embed": image_embed}
+        if z_init is not None:
+            extra["z_init"] = z_init
+        return self._sample_jit(params, text, text_mask, key, jnp.float32(guidance), extra,
+                                settings)
+
+    @functools.partial(jax.jit, static_argnames=("self", "steps"))
+    def invert(self, params, images: jnp.ndarray, text: jnp.ndarray, text_mask: jnp.ndarray,
+               image_embed: jnp.ndarray, steps: int = 50, guidance: float = 1.0) -> jnp.ndarray:
+        """DDIM inversion (eta = 0): the x_T from which `sample(z_init=x_T)` with the same
+        steps and guidance, and no thresholding, reconstructs `images` under z_i."""
+        cond, uncond = self._sampling_cond(params, text, text_mask, {"image_embed": image_embed})
+        model_fn = lambda z, logsnr, c: self._apply(params, z, logsnr, c)  # noqa: E731
+        denoise = classifier_free_guidance(model_fn, cond, uncond, guidance)
+        return ddim_invert(denoise, self.schedule, images, steps, self.prediction)
+
+
+@dataclasses.dataclass(frozen=True)
+class UpsamplerStage(SuperResolutionStage):
+    """Unconditional super-resolution (no caption, no attention) whose conditioning
+    image is corrupted by `degradation` in training; trained on random crops a
+    quarter of the output size (`train_crop`), applied at full size."""
+
+    degradation: str = "blur"
+
+    batch_keys = ("images",)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.degradation not in DEGRADATIONS:
+            raise ValueError(f"unknown degradation {self.degradation!r}; expected one of "
+                             f"{DEGRADATIONS}")
+
+    def _null_text(self, batch: int) -> tuple[jnp.ndarray, jnp.ndarray]:
+        return (jnp.zeros((batch, 1, self.unet.text_dim)), jnp.zeros((batch, 1), bool))
+
+    def _training_cond(self, batch: Batch, images: jnp.ndarray, key: jax.Array) -> dict:
+        degrade_key, level_key, noise_key = jax.random.split(key, 3)
+        text, mask = self._null_text(images.shape[0])
+        lowres = degrade(downsample(images, self.scale), self.degradation, degrade_key)
+        level = jax.random.uniform(level_key, (images.shape[0],), maxval=self.max_aug_level)
+        noised, aug_logsnr = self.augment_lowres(lowres, level, noise_key)
+        return {"text": text, "text_mask": mask, "lowres": noised, "aug_logsnr": aug_logsnr}
+
+    def upsample(self, params, lowres: jnp.ndarray, key: jax.Array, *,
+                 settings: SamplerSettings = SamplerSettings(steps=27),
+                 aug_level: float = 0.0) -> jnp.ndarray:
+        """`lowres` [B, h, w, 3] -> [B, h*scale, w*scale, 3]; DDIM, no guidance."""
+        text, mask = self._null_text(lowres.shape[0])
+        return self.sample(params, text, mask, key, lowres=lowres, aug_level=aug_level,
+                           settings=settings, guidance=1.0)
+
+
+def _unet(config: Any) -> UNetConfig:
+    try:
+        return UNetConfig(**{k: tuple(v) if isinstance(v, list) else v
+                             for k, v in config.model.to_dict().items()})
+    except TypeError as e:  # an unknown key in config.model
+        raise ValueError(f"config.model: {e}") from None
+
+
+def stage_from_config(config: Any):
+    """Builds the unCLIP stage a config selects ('unclip.prior', ...)."""
+    from imagen_jax.diffusion.schedules import get_schedule
+    from unclip_jax.conditioning import clip_config_from_run
+
+    kind = config.stage.split(".")[-1]
+    if kind == "clip":
+        return ClipStage(clip_config_from_run(config), image_size=config.image_size)
+    d = config.diffusion
+    schedule = get_schedule(d.schedule, resolution=max(config.image_size, 64))
+    if kind == "prior":
+        try:
+            prior = PriorConfig(**config.model.to_dict())
+        except TypeError as e:
+            raise ValueError(f"config.model: {e}") from None
+        return PriorStage(prior, schedule=schedule, cond_drop_prob=d.cond_drop_prob)
+    common = dict(unet=_unet(config), image_size=config.image_size, schedule=schedule,
+                  prediction=d.prediction, min_snr_gamma=d.min_snr_gamma or None)
+    if kind == "decoder64":
+        cap = config.caption
+        caption = (TransformerConfig(cap.width, cap.layers, cap.heads, activation="gelu",
+                                     dtype=config.model.get("dtype", "float32"))
+                   if cap.layers else None)
+        return DecoderStage(**common, cond_drop_prob=d.cond_drop_prob,
+                            embed_dim=config.clip.embed_dim,
+                            image_embed_drop_prob=d.image_embed_drop_prob, caption=caption,
+                            caption_input_dim=config.clip.text_width if caption else 0)
+    if kind in ("upsample256", "upsample1024"):
+        return UpsamplerStage(**common, cond_drop_prob=1.0, lowres_size=config.lowres_size,
+                              max_aug_level=d.max_aug_level, train_crop=d.train_crop or None,
+                              degradation=d.degradation)
+    raise ValueError(f"config.stage: unknown unCLIP stage {config.stage!r}; known: "
+                     f"{tuple('unclip.' + s for s in STAGES)}")
+
+
+class TokenizerOnly:
+    """The clip stage's conditioner: captions are tokenised, nothing is frozen."""
+
+    params = None
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+
+    def prepare(self, params: Any, batch: dict) -> dict:
+        return batch
+
+
+def conditioner_from_config(config: Any, workdir: str, captions) -> Any:
+    """What turns raw batches into stage batches in the train step (None: nothing)."""
+    kind = config.stage.split(".")[-1]
+    if kind == "clip":
+        from imagen_jax.text.from_config import offline_tokenizer
+        return TokenizerOnly(offline_tokenizer(workdir, config.text.max_length,
+                                               config.text.vocab_size, captions))
+    if kind in ("prior", "decoder64"):
+        from unclip_jax.conditioning import load_frozen_clip
+        frozen = load_frozen_clip(config.clip, config.text.max_length)
+        if frozen.embed_dim != config.clip.embed_dim:
+            raise ValueError(f"config.clip.embed_dim {config.clip.embed_dim} != the CLIP "
+                             f"checkpoint's {frozen.embed_dim}")
+        return frozen
+    return None  # upsamplers read images only

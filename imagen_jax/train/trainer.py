@@ -225,8 +225,12 @@ def train(config: Any, workdir: str, *, devices: list | None = None,
 
     `on_step(step, metrics)` is called after every step (tests record the loss).
     """
+    from imagen_jax.train.run_config import save_config
+
     os.makedirs(workdir, exist_ok=True)
     run = setup(config, workdir, devices)
+    if jax.process_index() == 0:  # beside the checkpoints: samplers rebuild the stage from it
+        save_config(config, workdir)
     state = initial_state(run)
     start = int(jax.device_get(state.step))
     total = config.train.steps

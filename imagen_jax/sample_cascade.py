@@ -15,8 +15,6 @@ import numpy as np
 from imagen_jax import image_io
 from imagen_jax.cascade import Cascade, CascadeStage, StageSampling
 from imagen_jax.diffusion import SamplerSettings
-from imagen_jax.stages import stage_from_config
-from imagen_jax.train.checkpoint import load_params
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,17 +45,10 @@ def load_stage(workdir: str, overrides: Overrides, ema: bool = True,
                step: int | None = None) -> CascadeStage:
     """A trained stage from its workdir (config.json + checkpoints + text encoder), at
     its latest checkpoint or at `step`."""
-    from imagen_jax.train.run_config import load_config
     from imagen_jax.text.from_config import text_encoder_from_config
+    from imagen_jax.train.trained import load_trained_stage
 
-    config = load_config(workdir)
-    stage = stage_from_config(config)
-    boxed = jax.eval_shape(lambda: stage.init(jax.random.PRNGKey(0), config.text.max_length))
-    abstract = jax.tree.map(lambda b: b.value, boxed["params"],
-                            is_leaf=lambda x: hasattr(x, "names"))
-    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    params = load_params(workdir, abstract, jax.tree.map(lambda _: device, abstract), ema=ema,
-                         step=step)
+    config, stage, params = load_trained_stage(workdir, ema=ema, step=step)
     encoder = text_encoder_from_config(config.text, workdir)
     return CascadeStage(stage, params, stage_sampling(config, overrides), text_encoder=encoder)
 

@@ -95,8 +95,8 @@ def clip_config_from_run(config: Any) -> CLIPConfig:
 def load_frozen_clip(clip: Any, max_length: int) -> FrozenCLIP:
     """The CLIP a config's `clip` section names: `clip.workdir` (a trained unclip.clip
     run) or `clip.checkpoint` (a local HF CLIPModel directory with spiece.model)."""
-    from imagen_jax.train.checkpoint import load_params
     from imagen_jax.train.run_config import load_config
+    from imagen_jax.train.trained import load_trained_stage
 
     if bool(clip.workdir) == bool(clip.checkpoint):
         raise ValueError("config.clip: set exactly one of clip.workdir (a trained unclip.clip "
@@ -106,18 +106,9 @@ def load_frozen_clip(clip: Any, max_length: int) -> FrozenCLIP:
         config, params = load_clip(clip.checkpoint)
         return FrozenCLIP(config, params, Tokenizer.from_pretrained_dir(clip.checkpoint,
                                                                         max_length))
-    run_config = load_config(clip.workdir)
-    if run_config.stage != "unclip.clip":
-        raise ValueError(f"config.clip.workdir {clip.workdir} holds a {run_config.stage!r} run, "
-                         "not unclip.clip")
-    config = clip_config_from_run(run_config)
-    s = config.image_size
-    abstract = jax.eval_shape(lambda: CLIP(config).init(
-        jax.random.PRNGKey(0), jnp.zeros((1, s, s, 3)), jnp.zeros((1, 2), jnp.int32),
-        jnp.ones((1, 2), bool)))
-    abstract = jax.tree.map(lambda b: b.value if hasattr(b, "names") else b, abstract["params"],
-                            is_leaf=lambda x: hasattr(x, "names"))
-    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    params = load_params(clip.workdir, abstract, jax.tree.map(lambda _: device, abstract))
+    if load_config(clip.workdir).stage != "unclip.clip":
+        raise ValueError(f"config.clip.workdir {clip.workdir} holds a "
+                         f"{load_config(clip.workdir).stage!r} run, not unclip.clip")
+    _, stage, params = load_trained_stage(clip.workdir)
     tokenizer = Tokenizer(os.path.join(clip.workdir, "spiece.model"), max_length)
-    return FrozenCLIP(config, params, tokenizer)
+    return FrozenCLIP(stage.clip, params, tokenizer)

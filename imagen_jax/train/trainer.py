@@ -35,6 +35,7 @@ from imagen_jax.stages import BaseStage
 from imagen_jax.train import checkpoint as ckpt_lib
 from imagen_jax.train.optimizer import learning_rate_schedule, make_optimizer
 from imagen_jax.train.state import TrainState, create_state, train_step
+from imagen_jax.train.trained import stage_family
 from imagen_jax.train.validate import validate_config
 
 STAGE_KEYS = ("images", "lowres", "text", "text_mask")
@@ -61,21 +62,6 @@ class Run:
 
 def _text_len(config: Any) -> int:
     return config.text.max_length
-
-
-STAGE_FAMILIES = {"imagen": "imagen_jax.stages", "unclip": "unclip_jax.stages"}
-
-
-def stage_family(config: Any) -> Any:
-    """The module that builds `config.stage`'s stage and conditioner (imported lazily:
-    imagen_jax does not depend on unclip_jax)."""
-    import importlib
-
-    family = config.stage.split(".")[0]
-    if family not in STAGE_FAMILIES:
-        raise ValueError(f"config.stage: unknown stage family {family!r} in {config.stage!r}; "
-                         f"known: {sorted(STAGE_FAMILIES)}")
-    return importlib.import_module(STAGE_FAMILIES[family])
 
 
 def setup(config: Any, workdir: str, devices: list | None = None) -> Run:

@@ -125,7 +125,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.diffusion = ml_collections.ConfigDict()
     # 1000-step cosine for all but 256->1024 (linear), Table 3; made continuous.
     c.diffusion.schedule = "linear" if stage == "upsample1024" else "cosine"
-    c.diffusion.prediction = "x0" if stage == "prior" else "eps"
+    # Prior: x0 (the paper's objective). Image stages: eps in the paper variant; v in
+    # 'tiny', whose x0 = alpha z - sigma v has no 1/alpha blow-up near t = 1, which
+    # keeps DDIM inversion stable for small, briefly trained models.
+    c.diffusion.prediction = "x0" if stage == "prior" else ("eps" if paper else "v")
     # prior: caption and z_t dropped 10%; decoder: caption dropped 50%, z_i 10%.
     c.diffusion.cond_drop_prob = {"prior": 0.1, "decoder64": 0.5}.get(stage, 0.0)
     c.diffusion.image_embed_drop_prob = 0.1

@@ -1,0 +1,212 @@
+"""The unCLIP stack at sampling time, and its latent-space operations.
+
+    text -> CLIP text (z_t, token states) -> prior -> z_i -> decoder 64 -> upsamplers
+
+Operations (paper section 3):
+  - `generate`: the whole stack from captions.
+  - `variations`: CLIP-encode an image, decode its z_i with fresh noise.
+  - `invert` / `reconstruct`: DDIM inversion (eta = 0) of an image under the decoder
+    to the x_T from which (z_i, x_T) decodes back to it.
+  - `interpolate`: slerp between two images' z_i, with x_T fixed, slerped or fresh.
+  - `text_diff`: move an image's z_i toward a caption change, z_d = norm(z_t - z_t0),
+    decoding slerp(z_i, z_d, theta).
+
+Every stage comes from its training workdir (`load_pipeline`); the CLIP is the one
+the decoder was trained on (its config's `clip` section).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from imagen_jax.diffusion import SamplerSettings
+from unclip_jax.clip import normalize
+from unclip_jax.conditioning import FrozenCLIP, load_frozen_clip
+from unclip_jax.latents import apply_text_diff, slerp, text_diff
+from unclip_jax.stages import DecoderStage, PriorStage, UpsamplerStage
+
+INTERPOLATE_NOISE = ("fixed", "slerp", "fresh")
+
+
+def settings_from_config(config: Any, steps: int | None = None) -> SamplerSettings:
+    s = config.sample
+    return SamplerSettings(sampler=s.sampler, steps=steps or s.steps, eta=s.eta,
+                           threshold=s.threshold, percentile=s.percentile,
+                           prediction=config.diffusion.prediction)
+
+
+@dataclasses.dataclass
+class Loaded:
+    """A trained stage, its params, and how to sample it."""
+
+    stage: Any
+    params: Any
+    settings: SamplerSettings
+    guidance: float = 1.0
+
+
+@dataclasses.dataclass
+class UnclipPipeline:
+    clip: FrozenCLIP
+    prior: Loaded | None
+    decoder: Loaded
+    upsamplers: list[Loaded] = dataclasses.field(default_factory=list)
+    best_of: int = 2
+    # The decoder also reads the caption when one is given (paper: dropped 50% in
+    # training, so it works with and without).
+    decode_with_caption: bool = True
+
+    # -- building blocks ---------------------------------------------------------------
+
+    def _caption(self, prompts: Sequence[str] | None, batch: int):
+        if prompts is None or not self.decode_with_caption:
+            prompts = [""] * batch
+        _, states, mask = self.clip.encode_prompts(list(prompts))
+        return states, mask
+
+    def image_embeds_from_text(self, prompts: Sequence[str], key: jax.Array) -> jnp.ndarray:
+        """Unit z_i [B, E] sampled by the prior (best-of-n by similarity to z_t)."""
+        if self.prior is None:
+            raise ValueError("this pipeline has no prior; load one to generate from text")
+        z_t, states, mask = self.clip.encode_prompts(list(prompts))
+        p = self.prior
+        return p.stage.sample(p.params, states, mask, z_t, key, settings=p.settings,
+                              guidance=p.guidance, best_of=self.best_of)
+
+    def image_embeds_from_images(self, images: jnp.ndarray) -> jnp.ndarray:
+        return normalize(self.clip.encode_images(images))
+
+    def decode(self, image_embed: jnp.ndarray, key: jax.Array, *,
+               prompts: Sequence[str] | None = None, z_init: jnp.ndarray | None = None,
+               upsample: bool = True, settings: SamplerSettings | None = None
+               ) -> list[jnp.ndarray]:
+        """Images for z_i [B, E]: [decoder output, upsampled ...]."""
+        d = self.decoder
+        text, mask = self._caption(prompts, image_embed.shape[0])
+        key, *up_keys = jax.random.split(key, 1 + len(self.upsamplers))
+        images = d.stage.sample(d.params, text, mask, key, image_embed=image_embed,
+                                z_init=z_init, settings=settings or d.settings,
+                                guidance=d.guidance)
+        outputs = [images]
+        if upsample:
+            for up, k in zip(self.upsamplers, up_keys):
+                images = up.stage.upsample(up.params, images, k, settings=up.settings)
+                outputs.append(images)
+        return outputs
+
+    # -- operations ----------------------------------------------------------------------
+
+    def generate(self, prompts: Sequence[str], key: jax.Array) -> list[jnp.ndarray]:
+        """text -> prior -> decoder -> upsamplers; one image per prompt per stage."""
+        prior_key, decode_key = jax.random.split(key)
+        z_i = self.image_embeds_from_text(prompts, prior_key)
+        return self.decode(z_i, decode_key, prompts=prompts)
+
+    def variations(self, images: jnp.ndarray, num: int, key: jax.Array) -> list[jnp.ndarray]:
+        """`num` decodings of each image's CLIP embedding with fresh noise: [B * num, ...]
+        ordered image by image."""
+        z_i = jnp.repeat(self.image_embeds_from_images(images), num, axis=0)
+        return self.decode(z_i, key)
+
+    def _ddim(self, steps: int | None) -> SamplerSettings:
+        s = self.decoder.settings
+        return SamplerSettings(sampler="ddim", steps=steps or s.steps, eta=0.0,
+                               prediction=s.prediction, threshold="none")
+
+    def invert(self, images: jnp.ndarray, steps: int | None = None
+               ) -> tuple[jnp.ndarray, jnp.ndarray]:
+        """(x_T, z_i) such that decoding z_i from x_T with DDIM (eta = 0, same steps,
+        no thresholding, decoder guidance) reconstructs `images` (at the decoder's size)."""
+        d = self.decoder
+        z_i = self.image_embeds_from_images(images)
+        size = d.stage.image_size
+        if images.shape[1:3] != (size, size):
+            images = jax.image.resize(images, (images.shape[0], size, size, images.shape[-1]),
+                                      "bicubic", antialias=True)
+        text, mask = self._caption(None, images.shape[0])
+        x_t = d.stage.invert(d.params, images, text, mask, z_i, steps=self._ddim(steps).steps,
+                             guidance=float(d.guidance))
+        return x_t, z_i
+
+    def reconstruct(self, x_t: jnp.ndarray, z_i: jnp.ndarray, steps: int | None = None,
+                    key: jax.Array | None = None) -> jnp.ndarray:
+        """The deterministic decoding of an inversion (decoder size, no upsampling)."""
+        key = jax.random.PRNGKey(0) if key is None else key  # unused by eta = 0
+        return self.decode(z_i, key, z_init=x_t, upsample=False, settings=self._ddim(steps))[0]
+
+    def interpolate(self, image_a: jnp.ndarray, image_b: jnp.ndarray, frames: int,
+                    key: jax.Array, noise: str = "fixed") -> list[jnp.ndarray]:
+        """`frames` decodings along slerp(z_a, z_b, t), t = 0 .. 1.
+
+        noise: 'fixed' (one x_T for every frame), 'slerp' (x_T interpolated between
+        two draws as well) or 'fresh' (independent noise per frame).
+        """
+        if noise not in INTERPOLATE_NOISE:
+            raise ValueError(f"noise must be one of {INTERPOLATE_NOISE}, got {noise!r}")
+        if frames < 2:
+            raise ValueError(f"frames must be at least 2, got {frames}")
+        z = self.image_embeds_from_images(jnp.stack([image_a, image_b]))
+        ts = np.linspace(0.0, 1.0, frames)
+        z_i = jnp.stack([slerp(z[0], z[1], t) for t in ts])
+        z_init = None
+        noise_key, decode_key = jax.random.split(key)
+        shape = self.decoder.stage.output_shape(1, {})[1:]
+        if noise == "fixed":
+            z_init = jnp.broadcast_to(jax.random.normal(noise_key, shape), (frames,) + shape)
+        elif noise == "slerp":
+            a, b = jax.random.normal(noise_key, (2, int(np.prod(shape))))
+            scale = np.sqrt(np.prod(shape))  # slerp works on unit vectors; noise has norm ~sqrt(n)
+            z_init = jnp.stack([slerp(a, b, t) * scale for t in ts]).reshape((frames,) + shape)
+        return self.decode(z_i, decode_key, z_init=z_init)
+
+    def text_diff(self, image: jnp.ndarray, source: str, target: str, thetas: Sequence[float],
+                  key: jax.Array) -> tuple[list[jnp.ndarray], jnp.ndarray]:
+        """Decodings of slerp(z_i, z_d, theta) for each theta, with one fixed x_T.
+
+        Returns (images per stage, the edited embeddings [T, E]).
+        """
+        z_i = self.image_embeds_from_images(image[None])[0]
+        z_t, _, _ = self.clip.encode_prompts([target, source])
+        edited = apply_text_diff(z_i, text_diff(z_t[0], z_t[1]), jnp.asarray(thetas))
+        noise_key, decode_key = jax.random.split(key)
+        shape = self.decoder.stage.output_shape(1, {})[1:]
+        z_init = jnp.broadcast_to(jax.random.normal(noise_key, shape), (len(thetas),) + shape)
+        return self.decode(edited, decode_key, z_init=z_init), edited
+
+
+def _loaded(workdir: str, steps: int | None, guidance: float | None) -> tuple[Any, Loaded]:
+    from imagen_jax.train.trained import load_trained_stage
+
+    config, stage, params = load_trained_stage(workdir)
+    return config, Loaded(stage, params, settings_from_config(config, steps),
+                          config.sample.guidance if guidance is None else guidance)
+
+
+def load_pipeline(decoder: str, *, prior: str | None = None, upsamplers: Sequence[str] = (),
+                  decoder_steps: int | None = None, prior_steps: int | None = None,
+                  upsampler_steps: int | None = None, decoder_guidance: float | None = None,
+                  prior_guidance: float | None = None, best_of: int | None = None
+                  ) -> UnclipPipeline:
+    """The stack from training workdirs (decoder required; prior for text; upsamplers)."""
+    dec_config, dec = _loaded(decoder, decoder_steps, decoder_guidance)
+    if not isinstance(dec.stage, DecoderStage):
+        raise ValueError(f"{decoder} holds a {dec_config.stage!r} run, not unclip.decoder64")
+    clip = load_frozen_clip(dec_config.clip, dec_config.text.max_length)
+    pri, pri_best = None, 2
+    if prior:
+        pri_config, pri = _loaded(prior, prior_steps, prior_guidance)
+        if not isinstance(pri.stage, PriorStage):
+            raise ValueError(f"{prior} holds a {pri_config.stage!r} run, not unclip.prior")
+        pri_best = pri_config.sample.best_of
+    ups = []
+    for path in upsamplers:
+        up_config, up = _loaded(path, upsampler_steps, None)
+        if not isinstance(up.stage, UpsamplerStage):
+            raise ValueError(f"{path} holds a {up_config.stage!r} run, not an unCLIP upsampler")
+        ups.append(up)
+    return UnclipPipeline(clip, pri, dec, ups, best_of=best_of or pri_best)

@@ -75,3 +75,22 @@ def save_labelled_grid(images: np.ndarray, labels: list[str], path: str,
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     Image.fromarray(grid).save(path)
     return path
+
+
+def load_image(path: str, size: int | None = None) -> np.ndarray:
+    """An image file as HWC float32 in [-1, 1] (RGB), optionally resized to size x size
+    (centre-cropped to a square first)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"image not found: {path}")
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            if size is not None:
+                side = min(im.size)
+                left, top = (im.width - side) // 2, (im.height - side) // 2
+                im = im.crop((left, top, left + side, top + side))
+                im = im.resize((size, size), Image.BICUBIC)
+            pixels = np.asarray(im, np.float32)
+    except OSError as e:  # PIL's UnidentifiedImageError is an OSError
+        raise ValueError(f"{path}: not a readable image ({e})") from None
+    return pixels / 127.5 - 1.0

@@ -1,15 +1,20 @@
 """Every unCLIP stage trains on the shapes set through imagen_jax's one trainer, and
 its loss goes down: CLIP first, then the prior and decoder on that frozen CLIP, and
-the two upsamplers."""
+the two upsamplers. The trained runs then drive the command-line pipeline."""
 
 from __future__ import annotations
+
+import json
+import os
 
 import jax
 import numpy as np
 import pytest
 
 from configs import unclip
+from imagen_jax import image_io
 from imagen_jax.train.trainer import train
+from unclip_jax import generate
 
 ONE = jax.devices()[:1]
 STEPS = 30
@@ -35,36 +40,52 @@ def _config(data_dir: str, stage: str, clip_workdir: str = ""):
     return c
 
 
-def _train_losses(config, workdir: str) -> np.ndarray:
+def _train(data_dir, stage, workdir, clip_workdir="") -> np.ndarray:
     losses = []
-    train(config, workdir, devices=ONE,
+    train(_config(data_dir, stage, clip_workdir), workdir, devices=ONE,
           on_step=lambda step, m: losses.append(float(jax.device_get(m["loss"]))))
     assert len(losses) == STEPS and np.all(np.isfinite(losses))
     return np.asarray(losses)
 
 
-def _assert_decreases(losses: np.ndarray, name: str) -> None:
-    first, last = losses[:6].mean(), losses[-6:].mean()
-    assert last < 0.85 * first, f"{name}: loss {first:.4f} -> {last:.4f}"
-
-
 @pytest.fixture(scope="module")
-def clip_run(data_dir, tmp_path_factory):
-    workdir = str(tmp_path_factory.mktemp("clip"))
-    config = _config(data_dir, "clip")
-    return workdir, _train_losses(config, workdir)
+def runs(data_dir, tmp_path_factory):
+    """{stage: (workdir, losses)} for every stage, CLIP first."""
+    out = {}
+    for stage in unclip.STAGES:
+        workdir = str(tmp_path_factory.mktemp(stage))
+        clip = out["clip"][0] if stage in ("prior", "decoder64") else ""
+        out[stage] = (workdir, _train(data_dir, stage, workdir, clip))
+    return out
 
 
-def test_clip_trains_contrastively(clip_run):
-    _assert_decreases(clip_run[1], "clip")
+@pytest.mark.parametrize("stage", unclip.STAGES)
+def test_stage_loss_decreases(runs, stage):
+    losses = runs[stage][1]
+    first, last = losses[:6].mean(), losses[-6:].mean()
+    assert last < 0.85 * first, f"{stage}: loss {first:.4f} -> {last:.4f}"
 
 
-@pytest.mark.parametrize("stage", ["prior", "decoder64"])
-def test_prior_and_decoder_train_on_the_frozen_clip(clip_run, data_dir, tmp_path, stage):
-    losses = _train_losses(_config(data_dir, stage, clip_run[0]), str(tmp_path))
-    _assert_decreases(losses, stage)
+def test_generate_cli_modes_write_pngs(runs, tmp_path):
+    decoder, prior, up = runs["decoder64"][0], runs["prior"][0], runs["upsample256"][0]
+    opts = dict(decoder=decoder, prior=prior, upsamplers=(up,), steps=6)
+    paths = generate.run("sample", generate.Options(
+        **opts, out_dir=str(tmp_path / "s"), prompts=("one red circle", "two blue squares")))
+    assert [os.path.basename(p) for p in paths] == ["sample_16.png", "sample_64.png"]
+    assert len(os.listdir(tmp_path / "s" / "images")) == 3  # 2 PNGs + captions.jsonl
 
-
-@pytest.mark.parametrize("stage", ["upsample256", "upsample1024"])
-def test_upsamplers_train(data_dir, tmp_path, stage):
-    _assert_decreases(_train_losses(_config(data_dir, stage), str(tmp_path)), stage)
+    image = str(tmp_path / "in.png")
+    image_io.save_png(np.random.default_rng(0).uniform(-1, 1, (16, 16, 3)), image)
+    paths = generate.run("textdiff", generate.Options(
+        **opts, out_dir=str(tmp_path / "t"), images=(image,), source="one red circle",
+        target="one blue square", thetas=(0.0, 0.25, 0.5)))
+    with open(tmp_path / "t" / "textdiff.json", encoding="utf-8") as f:
+        cos = json.load(f)["cosine_to_target"]
+    assert cos[0] < cos[1] < cos[2]
+    generate.run("invert", generate.Options(**opts, out_dir=str(tmp_path / "i"),
+                                            images=(image,)))
+    with np.load(tmp_path / "i" / "inversion.npz", allow_pickle=False) as saved:
+        assert saved["x_t"].shape == (1, 16, 16, 3) and saved["z_i"].shape == (1, 32)
+    with pytest.raises(ValueError, match="--images: expected 2"):
+        generate.run("interpolate", generate.Options(**opts, out_dir=str(tmp_path / "x"),
+                                                     images=(image,)))

@@ -1,0 +1,169 @@
+r"""unCLIP from the command line: generate from text, and the latent operations.
+Every stage is a training workdir of `imagen_jax.main`; PNG strips go to --out_dir.
+
+    python -m unclip_jax.generate sample --decoder=RUNS/decoder --prior=RUNS/prior \
+        --upsampler=RUNS/up256 --prompts="one red circle" --prompts="two blue squares"
+    python -m unclip_jax.generate variations --decoder=RUNS/decoder --images=a.png --num=4
+    python -m unclip_jax.generate invert --decoder=RUNS/decoder --images=a.png --steps=100
+    python -m unclip_jax.generate interpolate --decoder=RUNS/decoder \
+        --images=a.png --images=b.png --frames=8 --noise=fixed
+    python -m unclip_jax.generate textdiff --decoder=RUNS/decoder --images=a.png \
+        --source="a red circle" --target="a blue circle" --thetas=0,0.1,0.2,0.3,0.4,0.5
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+
+from absl import app, flags
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from imagen_jax import image_io
+
+MODES = ("sample", "variations", "invert", "interpolate", "textdiff")
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    decoder: str
+    prior: str | None = None
+    upsamplers: tuple[str, ...] = ()
+    out_dir: str = "outputs/unclip"
+    prompts: tuple[str, ...] = ()
+    images: tuple[str, ...] = ()
+    num: int = 4
+    frames: int = 8
+    noise: str = "fixed"
+    source: str | None = None
+    target: str | None = None
+    thetas: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
+    steps: int | None = None
+    guidance: float | None = None
+    seed: int = 0
+
+
+def _pipeline(o: Options):
+    from unclip_jax.pipeline import load_pipeline
+    if not o.decoder:
+        raise ValueError("--decoder is required")
+    return load_pipeline(o.decoder, prior=o.prior, upsamplers=o.upsamplers,
+                         decoder_steps=o.steps, decoder_guidance=o.guidance)
+
+
+def _images(o: Options, pipe, count: int | None = None) -> jnp.ndarray:
+    paths = o.images
+    if not paths or (count is not None and len(paths) != count):
+        raise ValueError(f"--images: expected {count or 'at least one'} image(s), got "
+                         f"{len(paths)}")
+    size = pipe.decoder.stage.image_size
+    return jnp.asarray(np.stack([image_io.load_image(p, size) for p in paths]))
+
+
+def _write(o: Options, outputs, labels: list[str], name: str) -> list[str]:
+    paths = []
+    for images in outputs:
+        side = images.shape[1]
+        path = os.path.join(o.out_dir, f"{name}_{side}.png")
+        paths.append(image_io.save_labelled_grid(np.asarray(images), labels, path,
+                                                 columns=len(labels)))
+    return paths
+
+
+def run(mode: str, o: Options) -> list[str]:
+    """Runs one mode; returns the written PNG paths."""
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
+    os.makedirs(o.out_dir, exist_ok=True)
+    pipe = _pipeline(o)
+    key = jax.random.PRNGKey(o.seed)
+    if mode == "sample":
+        if not o.prompts:
+            raise ValueError("sample needs --prompts")
+        outputs = pipe.generate(list(o.prompts), key)
+        from imagen_jax.sample_cascade import write_captioned_pngs
+        write_captioned_pngs(np.asarray(outputs[-1]), o.prompts,
+                             os.path.join(o.out_dir, "images"))
+        return _write(o, outputs, list(o.prompts), "sample")
+    if mode == "variations":
+        images = _images(o, pipe)
+        outputs = pipe.variations(images, o.num, key)
+        labels = [f"{os.path.basename(p)} #{i}" for p in o.images for i in range(o.num)]
+        return _write(o, outputs, labels, "variations")
+    if mode == "invert":
+        images = _images(o, pipe)
+        x_t, z_i = pipe.invert(images, o.steps)
+        back = pipe.reconstruct(x_t, z_i, o.steps)
+        err = float(jnp.mean(jnp.abs(back - images)))
+        os.makedirs(o.out_dir, exist_ok=True)
+        np.savez(os.path.join(o.out_dir, "inversion.npz"), x_t=np.asarray(x_t),
+                 z_i=np.asarray(z_i))
+        names = [os.path.basename(p) for p in o.images]
+        paths = _write(o, [jnp.concatenate([images, back])], names + [f"{n} (reconstructed)"
+                                                                  for n in names], "invert")
+        print(f"mean absolute reconstruction error {err:.4f} (pixels in [-1, 1])")
+        return paths
+    if mode == "interpolate":
+        a, b = _images(o, pipe, 2)
+        outputs = pipe.interpolate(a, b, o.frames, key, noise=o.noise)
+        ts = np.linspace(0, 1, o.frames)
+        return _write(o, outputs, [f"t={t:.2f}" for t in ts], "interpolate")
+    if mode == "textdiff":
+        if not o.source or not o.target:
+            raise ValueError("textdiff needs --source and --target captions")
+        image = _images(o, pipe, 1)[0]
+        thetas = [float(t) for t in o.thetas]
+        outputs, edited = pipe.text_diff(image, o.source, o.target, thetas, key)
+        z_t, _, _ = pipe.clip.encode_prompts([o.target])
+        cos = np.asarray(edited @ (z_t[0] / jnp.linalg.norm(z_t[0])))
+        with open(os.path.join(o.out_dir, "textdiff.json"), "w", encoding="utf-8") as f:
+            json.dump({"thetas": thetas, "cosine_to_target": cos.tolist()}, f, indent=1)
+        return _write(o, outputs, [f"theta={t:.2f}" for t in thetas], "textdiff")
+    raise AssertionError(mode)  # unreachable: mode was checked against MODES
+
+
+def main(argv):
+    if len(argv) != 2 or argv[1] not in MODES:
+        raise app.UsageError(f"give one mode: {' | '.join(MODES)}")
+    f = flags.FLAGS
+    try:
+        options = Options(
+            decoder=f.decoder, prior=f.prior, upsamplers=tuple(f.upsampler),
+            out_dir=f.out_dir, prompts=tuple(f.prompts), images=tuple(f.images), num=f.num,
+            frames=f.frames, noise=f.noise, source=f.source, target=f.target,
+            thetas=tuple(float(t) for t in f.thetas), steps=f.steps, guidance=f.guidance,
+            seed=f.seed)
+        paths = run(argv[1], options)
+    except (ValueError, FileNotFoundError) as e:
+        sys.exit(f"error: {e}")
+    print("wrote " + ", ".join(paths))
+
+
+def _define_flags() -> None:
+    """CLI flags, defined only when run as a program (tests import this module beside
+    others whose flags share names)."""
+    flags.DEFINE_string("decoder", None, "unclip.decoder64 run directory.")
+    flags.DEFINE_string("prior", None, "unclip.prior run directory (for 'sample').")
+    flags.DEFINE_multi_string("upsampler", [], "Upsampler runs, 256 then 1024.")
+    flags.DEFINE_string("out_dir", "outputs/unclip", "Where the PNGs go.")
+    flags.DEFINE_multi_string("prompts", [], "Captions for 'sample'.")
+    flags.DEFINE_multi_string("images", [], "Input images (PNG/JPEG).")
+    flags.DEFINE_integer("num", 4, "Variations per image.")
+    flags.DEFINE_integer("frames", 8, "Interpolation frames.")
+    flags.DEFINE_enum("noise", "fixed", ["fixed", "slerp", "fresh"],
+                      "Interpolation: x_T fixed, slerped, or fresh per frame.")
+    flags.DEFINE_string("source", None, "textdiff: caption describing the image now.")
+    flags.DEFINE_string("target", None, "textdiff: caption to move toward.")
+    flags.DEFINE_list("thetas", ["0", "0.1", "0.2", "0.3", "0.4", "0.5"],
+                      "textdiff: slerp amounts toward the text diff (paper: up to 0.25-0.5).")
+    flags.DEFINE_integer("steps", None, "Decoder sampling / inversion steps.")
+    flags.DEFINE_float("guidance", None, "Decoder guidance (default: its config).")
+    flags.DEFINE_integer("seed", 0, "PRNG seed.")
+
+
+if __name__ == "__main__":
+    _define_flags()
+    app.run(main)

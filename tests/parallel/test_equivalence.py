@@ -68,21 +68,18 @@ def _leaf(tree, path):
     return tree
 
 
-def _make_case(config_arg: str) -> Case:
-    stage = stage_from_config(imagen.get_config(config_arg))
+def make_case(stage: Any, batch: dict, text_len: int = 8) -> Case:
+    """The single-device reference step of `stage` on `batch` (numpy)."""
     key = jax.random.key(0)
-    abstract = jax.eval_shape(stage.init, key)
-    init_params = jax.device_get(jax.jit(lambda k: nn.unbox(stage.init(k))["params"])(key))
+    abstract = jax.eval_shape(lambda k: stage.init(k, text_len), key)
+    init_params = jax.device_get(jax.jit(lambda k: nn.unbox(stage.init(k, text_len))["params"])(
+        key))
     # Each res block's last conv and the output conv start at zero, so at init the
     # gradient reaches only the last layers; a small perturbation makes every
     # parameter's gradient (and so every sharded matmul/conv backward) non-trivial.
     rng = np.random.default_rng(0)
     params = jax.tree.map(lambda x: x + 0.05 * rng.standard_normal(x.shape).astype(x.dtype),
                           init_params)
-    size = stage.image_size
-    batch = {"images": rng.uniform(-1, 1, (BATCH, size, size, 3)).astype(np.float32),
-             "text": rng.standard_normal((BATCH, 5, stage.unet.text_dim)).astype(np.float32),
-             "text_mask": np.arange(5)[None, :] < rng.integers(1, 6, (BATCH, 1))}
     # Adam's first step is lr * g / (|g| + eps): with the default eps=1e-8 an element
     # whose gradient is at rounding-noise level flips sign between summation orders,
     # which tests Adam, not sharding. eps=1e-3 keeps the update a smooth function of g.
@@ -92,6 +89,16 @@ def _make_case(config_arg: str) -> Case:
         (params, tx.init(params)), batch, STEP_KEY)
     return Case(stage, abstract, init_params, params, batch, tx, step,
                 jax.device_get(ref_state), float(metrics["loss"]))
+
+
+def _make_case(config_arg: str) -> Case:
+    stage = stage_from_config(imagen.get_config(config_arg))
+    rng = np.random.default_rng(0)
+    size = stage.image_size
+    batch = {"images": rng.uniform(-1, 1, (BATCH, size, size, 3)).astype(np.float32),
+             "text": rng.standard_normal((BATCH, 5, stage.unet.text_dim)).astype(np.float32),
+             "text_mask": np.arange(5)[None, :] < rng.integers(1, 6, (BATCH, 1))}
+    return make_case(stage, batch)
 
 
 @pytest.fixture(scope="module")

@@ -21,14 +21,6 @@ import time
 
 from absl import app, flags
 
-_WORKDIR = flags.DEFINE_string("workdir", "runs/demo", "Where the demo writes everything.")
-_QUICK = flags.DEFINE_bool("quick", False, "A smoke run: a few steps per stage, few prompts.")
-_BASE_STEPS = flags.DEFINE_integer("base_steps", None, "Base-stage train steps (default: "
-                                   "configs/imagen_demo.py).")
-_SR_STEPS = flags.DEFINE_integer("sr_steps", None, "SR-stage train steps (default: config).")
-_EVAL_PROMPTS = flags.DEFINE_integer("eval_prompts", 96, "ShapesBench prompts (test split).")
-_SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
-
 # Shown in the grids: every colour and shape, counts, relations, and (marked *) the
 # compositions the train split never contains.
 DEMO_PROMPTS = (
@@ -140,12 +132,26 @@ def main(argv):
     # Progress bars and the demo's own lines say what happens; Orbax's per-save INFO
     # lines would bury them (TensorBoard and the workdirs keep the details).
     logging.set_verbosity(logging.WARNING)
+    f = flags.FLAGS
     try:
-        run_demo(_WORKDIR.value, quick=_QUICK.value, base_steps=_BASE_STEPS.value,
-                 sr_steps=_SR_STEPS.value, eval_prompts=_EVAL_PROMPTS.value, seed=_SEED.value)
+        run_demo(f.workdir, quick=f.quick, base_steps=f.base_steps, sr_steps=f.sr_steps,
+                 eval_prompts=f.eval_prompts, seed=f.seed)
     except (ConfigError, ValueError, FileNotFoundError, FloatingPointError) as e:
         sys.exit(f"error: {e}")
 
 
+def _define_flags() -> None:
+    """CLI flags, defined only when run as a program (unclip_jax.demo imports this
+    module and has flags of the same names)."""
+    flags.DEFINE_string("workdir", "runs/demo", "Where the demo writes everything.")
+    flags.DEFINE_bool("quick", False, "A smoke run: a few steps per stage, few prompts.")
+    flags.DEFINE_integer("base_steps", None, "Base-stage train steps (default: "
+                         "configs/imagen_demo.py).")
+    flags.DEFINE_integer("sr_steps", None, "SR-stage train steps (default: config).")
+    flags.DEFINE_integer("eval_prompts", 96, "ShapesBench prompts (test split).")
+    flags.DEFINE_integer("seed", 0, "Sampling seed.")
+
+
 if __name__ == "__main__":
+    _define_flags()
     app.run(main)

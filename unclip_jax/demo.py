@@ -1,0 +1,165 @@
+r"""The unCLIP stack on the offline shapes set, end to end on a CPU: train CLIP, the
+prior and the decoder (and optionally the 32 -> 64 upsampler), report CLIP's
+zero-shot retrieval on the test split, sample the demo prompts, and score the
+stack with ShapesBench.
+
+    python -m unclip_jax.demo --workdir=runs/unclip_demo
+    python -m unclip_jax.demo --workdir=runs/unclip_quick --quick     # smoke run
+
+Writes, under WORKDIR: clip/, prior/, decoder/ (and upsampler/) runs;
+samples/grid_*.png; shapesbench/ (images, shapesbench.json); clip_retrieval.json.
+Running it again resumes: finished stages are not retrained.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Sequence
+
+from absl import app, flags
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+STAGE_ORDER = ("clip", "prior", "decoder", "upsampler")
+
+
+def stage_configs(workdir: str, quick: bool, upsampler: bool, steps: dict[str, int]) -> dict:
+    from configs import unclip_demo
+
+    data_dir = os.path.join(workdir, "tensorflow_datasets")
+    configs = {}
+    for name in STAGE_ORDER if upsampler else STAGE_ORDER[:3]:
+        c = unclip_demo.get_config(name)
+        if quick:
+            c.train.steps, c.data.num_train = 20, 500
+            c.checkpoint.every_steps, c.log.every_steps = 20, 10
+            c.sample.steps = 10
+        if steps.get(name):
+            c.train.steps = steps[name]
+        c.data.data_dir = data_dir
+        if name in ("prior", "decoder"):
+            c.clip.workdir = os.path.join(workdir, "clip")
+        configs[name] = c
+    return configs
+
+
+def clip_retrieval(clip, config, workdir: str, num: int = 256) -> dict:
+    """Zero-shot retrieval on the test split: for each image, is the most similar of
+    `num` test captions its own (or one with the same text)? And the reverse."""
+    from imagen_jax.data.datasets import builder_from_config
+    import tensorflow_datasets as tfds
+
+    builder = builder_from_config(config.data, workdir)
+    ds = builder.as_dataset(split="test", shuffle_files=False).take(num)
+    examples = list(tfds.as_numpy(ds))
+    images = np.stack([ex["image"] for ex in examples]).astype(np.float32) / 127.5 - 1.0
+    texts = [ex["caption"].decode("utf-8") for ex in examples]
+    z_i = clip.encode_images(jnp.asarray(images))
+    z_t, _, _ = clip.encode_prompts(texts)
+    sim = np.asarray((z_i / jnp.linalg.norm(z_i, axis=-1, keepdims=True))
+                     @ (z_t / jnp.linalg.norm(z_t, axis=-1, keepdims=True)).T)
+    same = np.array([[a == b for b in texts] for a in texts])
+    rows = np.arange(len(texts))
+    image_to_text = same[rows, sim.argmax(1)]
+    text_to_image = same[sim.argmax(0), rows]
+    return {"n": len(texts), "image_to_text_top1": float(image_to_text.mean()),
+            "text_to_image_top1": float(text_to_image.mean()),
+            "chance": float(same.sum(1).mean() / len(texts))}
+
+
+def generate_batched(pipe, prompts: Sequence[str], seed: int, batch: int = 48
+                     ) -> list[np.ndarray]:
+    """pipe.generate over fixed-size batches (one compilation), per stage."""
+    from tqdm import tqdm
+
+    per_stage = None
+    key = jax.random.PRNGKey(seed)
+    for start in tqdm(range(0, len(prompts), batch), desc="unCLIP sampling", unit="batch"):
+        chunk = list(prompts[start:start + batch])
+        padded = chunk + [chunk[-1]] * (batch - len(chunk))
+        outputs = pipe.generate(padded, jax.random.fold_in(key, start))
+        outputs = [np.asarray(jax.device_get(o))[:len(chunk)] for o in outputs]
+        per_stage = [[] for _ in outputs] if per_stage is None else per_stage
+        for acc, out in zip(per_stage, outputs):
+            acc.append(out)
+    return [np.concatenate(chunks) for chunks in per_stage]
+
+
+def run_demo(workdir: str, *, quick: bool = False, upsampler: bool = True,
+             steps: dict[str, int] | None = None, eval_prompts: int = 96, seed: int = 0) -> dict:
+    from imagen_jax import image_io
+    from imagen_jax.demo import DEMO_PROMPTS, train_stages
+    from imagen_jax.evaluate.shapesbench import format_table, score_images, shapesbench_prompts
+    from imagen_jax.sample_cascade import write_captioned_pngs
+    from unclip_jax.pipeline import load_pipeline
+
+    start = time.perf_counter()
+    configs = stage_configs(workdir, quick, upsampler, steps or {})
+    workdirs = {}
+    for name, config in configs.items():  # in order: the prior and decoder read CLIP
+        workdirs.update(train_stages(workdir, {name: config}))
+    pipe = load_pipeline(workdirs["decoder"], prior=workdirs["prior"],
+                         upsamplers=[workdirs["upsampler"]] if upsampler else [])
+    retrieval = clip_retrieval(pipe.clip, configs["clip"], workdirs["clip"])
+    with open(os.path.join(workdir, "clip_retrieval.json"), "w", encoding="utf-8") as f:
+        json.dump(retrieval, f, indent=1)
+    print(f"[unclip demo] CLIP zero-shot retrieval on {retrieval['n']} test examples: "
+          f"image->text {retrieval['image_to_text_top1']:.1%}, text->image "
+          f"{retrieval['text_to_image_top1']:.1%} (chance {retrieval['chance']:.1%})")
+
+    prompts = [p.rstrip("*") for p in DEMO_PROMPTS]
+    grids = []
+    for images in generate_batched(pipe, prompts, seed, batch=len(prompts)):
+        path = os.path.join(workdir, "samples", f"grid_{images.shape[1]}.png")
+        grids.append(image_io.save_labelled_grid(images, list(DEMO_PROMPTS), path, columns=4))
+    print(f"[unclip demo] grids: {', '.join(grids)}", flush=True)
+
+    test_prompts = shapesbench_prompts(min(eval_prompts, 24) if quick else eval_prompts)
+    final = generate_batched(pipe, test_prompts, seed)[-1]
+    if final.shape[1] < 64:  # ShapesBench is validated at 64 px: enlarge (nearest)
+        final = final.repeat(64 // final.shape[1], 1).repeat(64 // final.shape[1], 2)
+    out_dir = os.path.join(workdir, "shapesbench")
+    write_captioned_pngs(final, test_prompts, os.path.join(out_dir, "images"))
+    rows, summary = score_images(list(image_io.to_uint8(final)), test_prompts)
+    with open(os.path.join(out_dir, "shapesbench.json"), "w", encoding="utf-8") as f:
+        json.dump({"summary": summary, "rows": rows, "clip_retrieval": retrieval}, f, indent=1)
+    print(format_table(summary, f"ShapesBench (unCLIP), {len(test_prompts)} held-out test "
+                                f"prompts ({final.shape[1]} px)"))
+    print(f"[unclip demo] done in {time.perf_counter() - start:.0f}s")
+    return {"summary": summary, "retrieval": retrieval, "workdirs": workdirs, "grids": grids}
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    from absl import logging
+
+    from imagen_jax.train.validate import ConfigError
+
+    logging.set_verbosity(logging.WARNING)
+    f = flags.FLAGS
+    steps = {name: getattr(f, f"{name}_steps") for name in STAGE_ORDER}
+    try:
+        run_demo(f.workdir, quick=f.quick, upsampler=f.upsampler, steps=steps,
+                 eval_prompts=f.eval_prompts, seed=f.seed)
+    except (ConfigError, ValueError, FileNotFoundError, FloatingPointError) as e:
+        sys.exit(f"error: {e}")
+
+
+def _define_flags() -> None:
+    flags.DEFINE_string("workdir", "runs/unclip_demo", "Where the demo writes everything.")
+    flags.DEFINE_bool("quick", False, "A smoke run: a few steps per stage, few prompts.")
+    flags.DEFINE_bool("upsampler", True, "Also train and apply the 32 -> 64 upsampler.")
+    for name in STAGE_ORDER:
+        flags.DEFINE_integer(f"{name}_steps", None, f"{name} train steps (default: config).")
+    flags.DEFINE_integer("eval_prompts", 96, "ShapesBench prompts (test split).")
+    flags.DEFINE_integer("seed", 0, "Sampling seed.")
+
+
+if __name__ == "__main__":
+    _define_flags()
+    app.run(main)

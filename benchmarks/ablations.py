@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import platform
 import sys
 import time
 
@@ -98,24 +97,15 @@ def _train_noaug_sr(demo_dir: str) -> str:
     return workdir
 
 
-def _table(rows: list[tuple[str, dict]], columns: list[tuple[str, str, str]]) -> str:
-    lines = ["| setting | " + " | ".join(c[1] for c in columns) + " |",
-             "| --- |" + " ---: |" * len(columns)]
-    for name, row in rows:
-        cells = [format(row[key], fmt) if key in row else "" for key, _, fmt in columns]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
 ACCURACY = [("single_colour_shape", "single: colour+shape", ".1%"),
             ("relation", "relation", ".1%"), ("whole", "whole prompt", ".1%")]
 
 
 def main(argv):
     del argv
-    import jax
     from tqdm import tqdm
 
+    from imagen_jax.evaluate.report import environment, markdown_table
     from imagen_jax.evaluate.shapesbench import shapesbench_prompts
     from imagen_jax.sample_cascade import Overrides
 
@@ -155,9 +145,7 @@ def main(argv):
     truth = _ground_truth_row(prompts, 64)
     results["noise_aug"].append(("ground-truth renders (reference)", truth))
 
-    env = (f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}; python "
-           f"{platform.python_version()}, jax {jax.__version__} ({jax.devices()[0].platform}); "
-           f"{len(prompts)} held-out test prompts x 2 samples, seed {seed}; "
+    env = (f"{environment()}; {len(prompts)} held-out test prompts x 2 samples, seed {seed}; "
            f"{time.perf_counter() - start:.0f}s")
     report = [
         "# Imagen's claims at toy scale (shapes domain)", "",
@@ -165,15 +153,15 @@ def main(argv):
         "Accuracy is ShapesBench on the final 64 px images; diversity, colour (chroma) and "
         "saturation are of the base stage's 32 px samples.", "",
         "## 1. Guidance weight (base stage; dynamic thresholding p = 99.5)", "",
-        _table(results["guidance"], ACCURACY + [
+        markdown_table(results["guidance"], ACCURACY + [
             ("diversity_base", "diversity (RMS between 2 samples)", ".3f"),
             ("chroma_base", "chroma", ".3f"), ("saturated_base", "saturated px", ".2%")]), "",
         f"## 2. Thresholding at w = {w_high:g} (base stage)", "",
-        _table(results["threshold"], ACCURACY + [
+        markdown_table(results["threshold"], ACCURACY + [
             ("saturated_base", "saturated px", ".2%"), ("chroma_base", "chroma", ".3f"),
             ("diversity_base", "diversity", ".3f")]), "",
         "## 3. Noise-conditioning augmentation (SR 32 -> 64 fed the base model's samples)", "",
-        _table(results["noise_aug"], ACCURACY + [
+        markdown_table(results["noise_aug"], ACCURACY + [
             ("sharpness", "sharpness (mean abs Laplacian)", ".4f"),
             ("off_palette", "off-palette px", ".2%")]), "",
     ]

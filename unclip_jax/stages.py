@@ -26,8 +26,7 @@ import jax.numpy as jnp
 from imagen_jax.diffusion import (SamplerSettings, classifier_free_guidance, ddim_invert,
                                   diffusion_loss, sample as run_sampler)
 from imagen_jax.diffusion.schedules import CosineSchedule, Schedule
-from imagen_jax.stages import BaseStage, SuperResolutionStage, _check_batch, downsample, \
-    drop_text
+from imagen_jax.stages import BaseStage, SuperResolutionStage, _check_batch, downsample
 from imagen_jax.nn.unet import UNetConfig
 from unclip_jax.clip import CLIP, CLIPConfig, contrastive_loss, normalize
 from unclip_jax.decoder import Decoder, DecoderConfig

@@ -14,7 +14,7 @@ from imagen_jax.diffusion import SamplerSettings
 from imagen_jax.text.tokenizer import Tokenizer, train_sentencepiece
 from unclip_jax.clip import normalize
 from unclip_jax.conditioning import FrozenCLIP
-from unclip_jax.latents import slerp, text_diff
+from unclip_jax.latents import slerp
 from unclip_jax.pipeline import Loaded, UnclipPipeline
 from unclip_jax.stages import stage_from_config
 from tests.text.helpers import shape_captions

@@ -20,7 +20,6 @@ as Markdown and JSON (with the machine and versions).
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -105,7 +104,7 @@ def main(argv):
     del argv
     from tqdm import tqdm
 
-    from imagen_jax.evaluate.report import environment, markdown_table
+    from imagen_jax.evaluate.report import environment, markdown_table, write_report
     from imagen_jax.evaluate.shapesbench import shapesbench_prompts
     from imagen_jax.sample_cascade import Overrides
 
@@ -165,14 +164,7 @@ def main(argv):
             ("sharpness", "sharpness (mean abs Laplacian)", ".4f"),
             ("off_palette", "off-palette px", ".2%")]), "",
     ]
-    os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
-    with open(_OUT.value, "w", encoding="utf-8") as f:
-        f.write("\n".join(report))
-    with open(os.path.splitext(_OUT.value)[0] + ".json", "w", encoding="utf-8") as f:
-        json.dump({"environment": env, "results": results}, f, indent=1)
-    print("\n".join(report))
-    print(f"wrote {_OUT.value}")
-
+    write_report(_OUT.value, report, {"environment": env, "results": results})
 
 if __name__ == "__main__":
     app.run(main)

@@ -18,7 +18,6 @@ caption directly, at little cost in caption fidelity.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -56,10 +55,9 @@ def _scores(images: np.ndarray, prompts: list[str], samples: int) -> dict:
 
 def main(argv):
     del argv
-    import jax
 
     from imagen_jax.cascade import Cascade
-    from imagen_jax.evaluate.report import environment, markdown_table
+    from imagen_jax.evaluate.report import environment, markdown_table, write_report
     from imagen_jax.evaluate.shapesbench import shapesbench_prompts
     from imagen_jax.sample_cascade import Overrides, generate, load_stage
     from unclip_jax.demo import generate_batched
@@ -94,14 +92,7 @@ def main(argv):
               "z_i (64 DDPM steps, best of 2), the decoders 25 DDIM steps with dynamic "
               "thresholding. Accuracy is ShapesBench on the samples enlarged to 64 px.", "",
               markdown_table(rows, columns), ""]
-    os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
-    with open(_OUT.value, "w", encoding="utf-8") as f:
-        f.write("\n".join(report))
-    with open(os.path.splitext(_OUT.value)[0] + ".json", "w", encoding="utf-8") as f:
-        json.dump({"environment": env, "rows": rows}, f, indent=1)
-    print("\n".join(report))
-    print(f"wrote {_OUT.value} ({jax.devices()[0].platform})")
-
+    write_report(_OUT.value, report, {"environment": env, "rows": rows})
 
 if __name__ == "__main__":
     app.run(main)

@@ -60,3 +60,22 @@ def add_common(c: ml_collections.ConfigDict, *, paper: bool) -> ml_collections.C
     c.log.progress_bar = True  # tqdm on the main process (steps, loss, images/s, ETA)
     c.seed = 0
     return c
+
+
+def cpu_demo_training(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """What the CPU demo stacks (imagen_demo, unclip_demo) share: the shapes set at the
+    stage's resolution, Adam at a constant rate after a short warmup (so stopping
+    early or resuming for longer needs no new schedule), a short EMA for a run of a
+    few thousand steps, and every checkpoint kept (a few MB each; the learning-curve
+    benchmark reads them)."""
+    c.data.resolution = c.image_size
+    c.data.num_train = 5000
+    c.data.num_test = 256
+    c.train.optimizer = "adam"
+    c.train.schedule = "constant"
+    c.train.warmup_steps = 50
+    c.train.ema_decay = 0.995
+    c.checkpoint.every_steps = 200
+    c.checkpoint.keep = 100
+    c.log.every_steps = 50
+    return c

@@ -26,6 +26,7 @@ from __future__ import annotations
 import ml_collections
 
 from configs import imagen
+from configs.common import cpu_demo_training
 
 STAGES = {"base": "base64", "sr": "sr256"}
 
@@ -62,16 +63,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.diffusion.min_snr_gamma = 5.0
     c.model.attention_head_dim = 32
     c.model.cond_dim = 128
-    c.data.resolution = c.image_size
-    c.data.num_train = 5000
-    c.data.num_test = 256
-    c.train.optimizer = "adam"
+    cpu_demo_training(c)
     c.train.learning_rate = 1e-3 if name == "base" else 2e-3
-    c.train.schedule = "constant"
-    c.train.warmup_steps = 50
-    c.train.ema_decay = 0.995
-    c.checkpoint.every_steps = 200
-    c.checkpoint.keep = 100  # every checkpoint (a few MB each): benchmarks/learning_curve.py
-    c.log.every_steps = 50
     c.sample.steps = 25
     return c

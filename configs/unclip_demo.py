@@ -16,6 +16,7 @@ from __future__ import annotations
 import ml_collections
 
 from configs import unclip
+from configs.common import cpu_demo_training
 
 STAGES = {"clip": "clip", "prior": "prior", "decoder": "decoder64",
           "upsampler": "upsample256"}
@@ -80,14 +81,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         # As the Imagen demo: v-prediction with min-SNR-5 weights.
         c.diffusion.prediction = "v"
         c.diffusion.min_snr_gamma = 5.0
-    c.data.resolution = c.image_size
-    c.data.num_train = 5000
-    c.data.num_test = 256
-    c.train.optimizer = "adam"
-    c.train.schedule = "constant"
-    c.train.warmup_steps = 50
-    c.train.ema_decay = 0.995
-    c.checkpoint.every_steps = 200
-    c.checkpoint.keep = 100
-    c.log.every_steps = 50
+    cpu_demo_training(c)
     return c

@@ -25,3 +25,17 @@ def environment() -> str:
 
     return (f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}; python "
             f"{platform.python_version()}, jax {jax.__version__} ({jax.devices()[0].platform})")
+
+
+def write_report(path: str, lines: list[str], payload: dict) -> str:
+    """Writes the Markdown report to `path` and `payload` as JSON beside it; prints it."""
+    import json
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines))
+    with open(os.path.splitext(path)[0] + ".json", "w", encoding="utf-8") as f:
+        json.dump(payload, f, indent=1)
+    print("\n".join(lines))
+    print(f"wrote {path}")
+    return path

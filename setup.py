@@ -26,6 +26,7 @@ INSTALL_REQUIRES = [
     "tqdm>=4.66",
     "absl-py>=2.1",
     "scipy>=1.11",  # ShapesBench: connected components
+    "tokenizers>=0.20",  # Hugging Face tokenizer.json (pretrained CLIP's BPE)
 ]
 
 TEST_REQUIRES = [

@@ -13,7 +13,8 @@ images and caption ids into
 
 under `stop_gradient`. CLIP comes from a trained `unclip.clip` run's workdir (the
 offline default: its EMA weights, config and caption vocabulary) or from a local
-Hugging Face CLIPModel directory (with a SentencePiece `spiece.model` beside it).
+Hugging Face CLIPModel directory (its tokenizer.json, or a SentencePiece
+spiece.model).
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ def clip_config_from_run(config: Any) -> CLIPConfig:
 
 def load_frozen_clip(clip: Any, max_length: int) -> FrozenCLIP:
     """The CLIP a config's `clip` section names: `clip.workdir` (a trained unclip.clip
-    run) or `clip.checkpoint` (a local HF CLIPModel directory with spiece.model)."""
+    run) or `clip.checkpoint` (a local HF CLIPModel directory with its tokenizer)."""
     from imagen_jax.train.run_config import load_config
     from imagen_jax.train.trained import load_trained_stage
 
@@ -104,8 +105,8 @@ def load_frozen_clip(clip: Any, max_length: int) -> FrozenCLIP:
     if clip.checkpoint:
         from unclip_jax.clip_convert import load_clip
         config, params = load_clip(clip.checkpoint)
-        return FrozenCLIP(config, params, Tokenizer.from_pretrained_dir(clip.checkpoint,
-                                                                        max_length))
+        from imagen_jax.text.hf_tokenizer import tokenizer_from_dir
+        return FrozenCLIP(config, params, tokenizer_from_dir(clip.checkpoint, max_length))
     if load_config(clip.workdir).stage != "unclip.clip":
         raise ValueError(f"config.clip.workdir {clip.workdir} holds a "
                          f"{load_config(clip.workdir).stage!r} run, not unclip.clip")

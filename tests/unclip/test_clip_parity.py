@@ -116,3 +116,27 @@ def test_contrastive_loss_closed_form():
     # Swapping two captions makes those two pairs wrong.
     loss2, m2 = contrastive_loss(z, z[jnp.array([1, 0, 2, 3])], jnp.log(10.0))
     assert float(loss2) > 5.0 and float(m2["retrieval_accuracy"]) == 0.5
+
+
+def test_hf_tokenizer_json_matches_transformers_and_keeps_eos_last(tmp_path):
+    """A tokenizer.json with CLIP's layout (start/end tokens added by a post-processor)
+    gives transformers' ids; a long prompt keeps its end token; empty is padding."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    from imagen_jax.text.hf_tokenizer import tokenizer_from_dir
+
+    words = ["<pad>", "<s>", "</s>", "a", "red", "blue", "circle", "square", "above", "two"]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<pad>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A </s>",
+                                                       special_tokens=[("<s>", 1), ("</s>", 2)])
+    tok.save(str(tmp_path / "tokenizer.json"))
+    ours = tokenizer_from_dir(tmp_path, max_length=6)
+    theirs = PreTrainedTokenizerFast(tokenizer_file=str(tmp_path / "tokenizer.json"))
+    batch = ours.encode(["a red circle", "two blue squares above a red circle", ""])
+    assert batch.ids[0, :5].tolist() == theirs("a red circle")["input_ids"] == [1, 3, 4, 6, 2]
+    assert batch.mask[0].tolist() == [True] * 5 + [False]
+    assert batch.truncated.tolist() == [False, True, False]
+    assert batch.ids[1].tolist()[-1] == 2 and batch.mask[1].all()  # end token kept last
+    assert not batch.mask[2].any()

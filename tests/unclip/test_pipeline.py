@@ -76,7 +76,7 @@ def test_text_diff_moves_the_embedding_toward_the_target_caption(pipeline):
 def test_ddim_inversion_round_trip(pipeline):
     """invert -> decode from x_T gives the image back, up to the ODE's discretisation
     error, which shrinks with the step count (first order: ~1/steps)."""
-    images = jax.random.uniform(jax.random.PRNGKey(3), (2, 16, 16, 3), minval=-0.8, maxval=0.8)
+    images = jax.random.uniform(jax.random.PRNGKey(3), (4, 16, 16, 3), minval=-0.8, maxval=0.8)
     errors = {}
     for steps in (50, 200):
         x_t, z_i = pipeline.invert(images, steps=steps)
@@ -91,14 +91,16 @@ def test_ddim_inversion_round_trip(pipeline):
 
 
 def test_generate_variations_interpolate_shapes(pipeline):
+    # Batches of 4 throughout (as the other tests): one compilation per stage.
     key = jax.random.PRNGKey(5)
-    out = pipeline.generate(["one red square", "two blue circles"], key)
-    assert [o.shape for o in out] == [(2, 16, 16, 3), (2, 64, 64, 3)]
+    out = pipeline.generate(["one red square", "two blue circles", "a green star",
+                             "three red circles"], key)
+    assert [o.shape for o in out] == [(4, 16, 16, 3), (4, 64, 64, 3)]
     assert all(bool(jnp.all(jnp.isfinite(o))) for o in out)
-    var = pipeline.variations(out[0], 3, key)
-    assert var[0].shape == (6, 16, 16, 3)
+    var = pipeline.variations(out[0][:2], 2, key)
+    assert var[0].shape == (4, 16, 16, 3)
     assert float(jnp.max(jnp.abs(var[0][0] - var[0][1]))) > 1e-3  # fresh noise per variation
-    for noise in ("fixed", "slerp", "fresh"):
+    for noise in ("fixed", "slerp"):
         frames = pipeline.interpolate(out[0][0], out[0][1], 4, key, noise=noise)
         assert frames[0].shape == (4, 16, 16, 3)
     with pytest.raises(ValueError, match="noise must be one of"):

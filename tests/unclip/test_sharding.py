@@ -25,6 +25,9 @@ def _batch(stage_name: str, stage) -> dict:
         return {"images": rng.uniform(-1, 1, (BATCH, s, s, 3)).astype(np.float32),
                 "text_ids": np.where(mask, rng.integers(3, 100, (BATCH, L)), 0).astype(np.int32),
                 "text_mask": mask}
+    if stage_name == "upsample256":  # images only: blur-degraded low-res made in the step
+        s = stage.image_size
+        return {"images": rng.uniform(-1, 1, (BATCH, s, s, 3)).astype(np.float32)}
     cfg = unclip.get_config(f"tiny,{stage_name}")
     batch = {"text": rng.standard_normal((BATCH, L, cfg.clip.text_width)).astype(np.float32),
              "text_mask": mask,
@@ -36,7 +39,7 @@ def _batch(stage_name: str, stage) -> dict:
     return batch
 
 
-@pytest.fixture(scope="module", params=["clip", "prior", "decoder64"])
+@pytest.fixture(scope="module", params=["clip", "prior", "decoder64", "upsample256"])
 def case(request):
     config = unclip.get_config(f"tiny,{request.param}")
     config.clip.workdir = "/unused"

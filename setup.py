@@ -31,6 +31,7 @@ INSTALL_REQUIRES = [
 
 TEST_REQUIRES = [
     "pytest>=8",
+    "pytest-xdist>=3.5",  # launch/test.sh: 2 workers, one test file each at a time
     # Parity tests build small random PyTorch models with transformers. torch is
     # pinned to the CPU wheel the machines carry locally (pip finds it through
     # find-links); an unpinned torch would pull a multi-GB CUDA build from PyPI.

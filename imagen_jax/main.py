@@ -5,10 +5,22 @@ r"""Train the stage a config selects.
         --config.train.steps=200 --config.mesh.fsdp=-1 --config.mesh.data=1
 
 Running the same command again resumes from the workdir's latest checkpoint.
+
+Multi-host: every host runs the same command plus how to join the job, either
+explicitly (`launch/local_multihost.sh`, `launch/gpu_multinode.sh`)
+
+    ... --coordinator_address=10.0.0.2:8476 --num_processes=4 --process_id=$RANK
+
+or, on a Cloud TPU pod or under SLURM, by detection (`launch/tpu_pod.sh`):
+
+    ... --distributed
+
+The workdir must be one shared location (gs://, NFS) that every host can reach.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
 from absl import app, flags
@@ -17,22 +29,59 @@ from ml_collections import config_flags
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py:ARG).",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (checkpoints, logs, samples).")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "host:port of process 0, for an explicit multi-process job.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the job.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index in [0, N).")
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", False, "Join a multi-host job detected from the environment (Cloud TPU "
+    "pod, SLURM, Open MPI).")
+_HEARTBEAT = flags.DEFINE_integer(
+    "heartbeat_timeout", 100, "Seconds of silence after which a process is declared dead and "
+    "the others stop with an error.")
+_INIT_TIMEOUT = flags.DEFINE_integer(
+    "initialization_timeout", 300, "Seconds to wait for every process to join.")
 flags.mark_flags_as_required(["config", "workdir"])
+
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from imagen_jax.train.run_config import save_config
+    from imagen_jax.parallel.distributed import DistributedOptions, initialize
+
+    options = DistributedOptions(
+        coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
+        process_id=_PROCESS_ID.value, auto=_DISTRIBUTED.value,
+        heartbeat_timeout_s=_HEARTBEAT.value, initialization_timeout_s=_INIT_TIMEOUT.value)
+    try:
+        initialize(options)  # before anything touches a device
+    except ValueError as e:
+        sys.exit(f"error: {e}")
+
     from imagen_jax.train.trainer import train
     from imagen_jax.train.validate import ConfigError
 
+    import jax
+
     config, workdir = _CONFIG.value, _WORKDIR.value
     try:
-        save_config(config, workdir)
-        state = train(config, workdir)
+        state = train(config, workdir)  # writes workdir/config.json (process 0)
     except (ConfigError, FileNotFoundError, FloatingPointError) as e:
         sys.exit(f"error: {e}")
-    print(f"trained {config.stage} to step {int(state.step)} in {workdir}")
+    except jax.errors.JaxRuntimeError as e:
+        if jax.process_count() == 1:
+            raise
+        # A peer process died or lost its connection mid-collective. Exit at once:
+        # jax.distributed's shutdown barrier would otherwise wait for the dead peer
+        # until the heartbeat timeout. The last complete checkpoint is intact, so
+        # restarting every process resumes from it.
+        print(f"error: process {jax.process_index()} of {jax.process_count()}: a collective "
+              f"with another process failed (a peer died or lost its connection); restart "
+              f"all processes to resume from the last checkpoint. {str(e).splitlines()[0]}",
+              file=sys.stderr, flush=True)
+        os._exit(1)
+    print(f"trained {config.stage} to step {int(jax.device_get(state.step))} in {workdir} "
+          f"(process {jax.process_index()} of {jax.process_count()})")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The test suite: set up .venv with the test extra if needed, then run pytest.
 # -rs lists every skipped test with its reason, so nothing is skipped silently.
+# -n 2 --dist loadfile: two pytest-xdist workers (the machines have 2 cores; one
+# worker compiling XLA uses ~1.2), each taking whole test files so that module
+# fixtures and the per-worker compilation cache are shared within a file.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash launch/setup_env.sh test
-exec .venv/bin/python -m pytest -q -rs tests "$@"
+exec .venv/bin/python -m pytest -q -rs -n 2 --dist loadfile tests "$@"

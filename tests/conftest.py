@@ -5,7 +5,10 @@ import tempfile
 
 # Eight CPU devices for the sharding tests (meshes of 8, (4, 2), ...). Must be set
 # before jax initialises its backend; everything else still runs on device 0.
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+# The suite is almost all XLA compilation of small programs: with the CPU backend's
+# LLVM optimisations off it compiles ~25% faster, and what runs is unchanged.
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8 "
+                      "--xla_backend_optimization_level=0")
 
 import jax  # noqa: E402
 
@@ -20,3 +23,25 @@ jax.config.update("jax_threefry_partitionable", False)
 # run compiled); a per-session persistent cache turns those into cache hits.
 jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp(prefix="imagen_jax_xla_"))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
+# The suite runs on 2 pytest-xdist workers, one test file at a time each
+# (launch/test.sh: -n 2 --dist loadfile). Files are handed out in collection order,
+# so the longest ones go first; otherwise one of them ends up alone at the end.
+LONGEST_FIRST = (
+    "tests/test_notebooks.py",
+    "tests/unclip/test_training.py",
+    "tests/train/test_trainer.py",
+    "tests/parallel/test_multihost.py",
+    "tests/evaluate/test_runners.py",
+    "tests/unclip/test_pipeline.py",
+    "tests/unclip/test_sharding.py",
+    "tests/parallel/test_equivalence.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item):
+        path = os.path.relpath(str(item.path), str(config.rootpath))
+        return LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
+    items.sort(key=rank)  # stable: the order within each file is kept

@@ -8,6 +8,14 @@ import platform
 from typing import Sequence
 
 
+def grid_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
+    """A Markdown table of already formatted cells (first column left-aligned)."""
+    lines = ["| " + " | ".join(header) + " |",
+             "| --- |" + " ---: |" * (len(header) - 1)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return lines
+
+
 def markdown_table(rows: Sequence[tuple[str, dict]], columns: Sequence[tuple[str, str, str]]
                    ) -> str:
     """rows: (name, values); columns: (key, header, format spec). Missing keys stay blank."""

@@ -57,5 +57,8 @@ def train_step(state: TrainState, batch: dict, *, loss_fn: Callable,
     new_state = state.replace(step=state.step + 1, params=params, ema_params=ema,
                               opt_state=opt_state,
                               nonfinite_steps=state.nonfinite_steps + (~finite).astype(jnp.int32))
-    metrics = dict(metrics, loss=loss, grad_norm=grad_norm, finite=finite)
+    # param_norm: a cheap fingerprint of the weights each step (also lets a restored
+    # checkpoint be checked against the run that wrote it).
+    metrics = dict(metrics, loss=loss, grad_norm=grad_norm, finite=finite,
+                   param_norm=optax.tree.norm(new_state.params))
     return new_state, metrics

@@ -27,6 +27,7 @@ from imagen_jax import image_io
 from imagen_jax.data.datasets import builder_from_config, captions
 from imagen_jax.data.pipeline import InputIterator, PipelineConfig, make_dataset
 from imagen_jax.diffusion import SamplerSettings
+from imagen_jax.parallel.distributed import process_zero_first
 from imagen_jax.parallel.mesh import make_mesh
 from imagen_jax.parallel.rules import DEFAULT_RULES, rules_from_config
 from imagen_jax.parallel.sharding import (batch_sharding, param_shardings, replicated,
@@ -75,7 +76,9 @@ def setup(config: Any, workdir: str, devices: list | None = None) -> Run:
     rules = rules_from_config(config.logical_rules) if config.logical_rules else DEFAULT_RULES
     family = stage_family(config)
     stage = family.stage_from_config(config)
-    builder = builder_from_config(config.data, workdir)
+    # Files written once (the generated dataset, the offline tokenizer): process 0
+    # first, so that hosts sharing a workdir or data_dir do not race to write them.
+    builder = process_zero_first(lambda: builder_from_config(config.data, workdir), "dataset")
 
     signature = None
     if config.data.embedding_cache:
@@ -84,8 +87,10 @@ def setup(config: Any, workdir: str, devices: list | None = None) -> Run:
                              "cache is checked against the encoder the config names")
         from imagen_jax.data.embedding_cache import encoder_signature
         signature = encoder_signature(config.text.checkpoint, config.text.max_length)
-    conditioner = family.conditioner_from_config(config, workdir,
-                                                 functools.partial(captions, builder))
+    conditioner = process_zero_first(
+        lambda: family.conditioner_from_config(config, workdir,
+                                               functools.partial(captions, builder)),
+        "text conditioner")
 
     lowres_size = config.get("lowres_size", 0)
     pipeline = PipelineConfig(

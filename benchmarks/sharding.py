@@ -39,8 +39,11 @@ import time
 
 if __name__ == "__main__":  # before jax is imported
     _n = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--devices=")), "8")
+    # LLVM's optimisations off: compiles ~2x faster; the HLO passes that decide the
+    # collectives and the buffer assignment (what is measured) are unchanged.
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                               f" --xla_force_host_platform_device_count={_n}").strip()
+                               f" --xla_force_host_platform_device_count={_n}"
+                               " --xla_backend_optimization_level=0").strip()
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import dataclasses  # noqa: E402

@@ -15,8 +15,9 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
-die() { echo "gpu_multinode.sh: $*" >&2; exit 2; }
+script=gpu_multinode.sh
+dry_run=0
+source "launch/_lib.sh"
 
 [ $# -gt 0 ] || usage 2
 mode="$1"; shift
@@ -51,13 +52,6 @@ done
 main=(.venv/bin/python -m imagen_jax.main "--config=$config" "--workdir=$workdir"
       "--heartbeat_timeout=$heartbeat" "$@")
 
-run() {
-  if [ "$dry_run" = 1 ]; then
-    printf '%q ' "$@"; printf '\n'
-  else
-    "$@"
-  fi
-}
 
 case "$mode" in
   slurm)

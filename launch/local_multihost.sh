@@ -21,7 +21,8 @@ port=""
 dry_run=0
 heartbeat=30
 python="${PYTHON:-.venv/bin/python}"
-usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+script=local_multihost.sh
+source "launch/_lib.sh"
 while [ $# -gt 0 ]; do
   case "$1" in
     --num_processes=*) num_processes="${1#*=}" ;;
@@ -31,20 +32,18 @@ while [ $# -gt 0 ]; do
     --dry-run|--dry_run) dry_run=1 ;;
     -h|--help) usage 0 ;;
     --) shift; break ;;
-    *) echo "local_multihost.sh: unknown option $1 (options go before --, main's after)" >&2
-       exit 2 ;;
+    *) die "unknown option $1 (options go before --, main's after)" ;;
   esac
   shift
 done
 for name in num_processes devices_per_process heartbeat; do
   value="${!name}"
   if ! [[ "$value" =~ ^[1-9][0-9]*$ ]]; then
-    echo "local_multihost.sh: --$name=$value must be a positive integer" >&2; exit 2
+    die "--$name=$value must be a positive integer"
   fi
 done
 if [ $# -eq 0 ]; then
-  echo "local_multihost.sh: give main's flags after --, e.g. -- --config=... --workdir=..." >&2
-  exit 2
+  die "give main's flags after --, e.g. -- --config=... --workdir=..."
 fi
 
 workdir=""

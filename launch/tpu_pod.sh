@@ -17,8 +17,9 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
-die() { echo "tpu_pod.sh: $*" >&2; exit 2; }
+script=tpu_pod.sh
+dry_run=0
+source "launch/_lib.sh"
 
 [ $# -gt 0 ] || usage 2
 action="$1"; shift
@@ -56,13 +57,6 @@ base=(gcloud compute tpus tpu-vm)
 common=("--zone=$zone")
 [ -z "$project" ] || common+=("--project=$project")
 
-run() {  # prints the command in dry-run, else runs it
-  if [ "$dry_run" = 1 ]; then
-    printf '%q ' "$@"; printf '\n'
-  else
-    "$@"
-  fi
-}
 
 on_all_workers() {  # one shell command, run on every worker of the slice at once
   run "${base[@]}" ssh "$name" "${common[@]}" --worker=all --command="$1"

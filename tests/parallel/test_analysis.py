@@ -1,0 +1,105 @@
+"""Sharding costs read from compiled executables (imagen_jax/parallel/analysis.py and
+benchmarks/sharding.py) agree with what each strategy must do by construction."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from imagen_jax.parallel import analysis
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _benchmark():
+    """benchmarks/sharding.py as a module (benchmarks/ is scripts, not a package)."""
+    name = "sharding_benchmark"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            name, os.path.join(REPO, "benchmarks", "sharding.py"))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses resolve annotations through it
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+def test_hlo_collectives_are_parsed_with_their_group_sizes():
+    hlo = "\n".join([
+        "  %all-reduce.22 = (f32[32]{0}, /*index=1*/bf16[4,8]{1,0}) all-reduce(%a, %b), "
+        "channel_id=1, replica_groups={{0,1,2,3},{4,5,6,7}}, to_apply=%add",
+        "  %all-gather.3 = f32[8,16]{1,0} all-gather(f32[1,16]{1,0} %p), channel_id=2, "
+        "replica_groups=[1,8]<=[8], dimensions={0}",
+        "  %reduce-scatter.1 = f32[2,16]{1,0} reduce-scatter(f32[8,16]{1,0} %g), "
+        "replica_groups=[2,4]<=[8], dimensions={0}, to_apply=%add",
+        "  %all-reduce.5 = f32[10]{0} all-reduce(f32[10]{0} %x), replica_groups={{0},{1}}, "
+        "to_apply=%add",  # groups of one device: nothing moves
+        "  %get-tuple-element = f32[32]{0} get-tuple-element(%all-reduce.22), index=0",
+    ])
+    stats = analysis.collective_bytes(hlo, num_devices=8)
+    ar, ag, rs = stats["all-reduce"], stats["all-gather"], stats["reduce-scatter"]
+    assert (ar.count, ar.payload_bytes) == (1, 32 * 4 + 32 * 2)
+    assert ar.sent_bytes == pytest.approx(2 * 3 / 4 * (32 * 4 + 32 * 2))
+    assert (ag.count, ag.payload_bytes) == (1, 8 * 16 * 4)
+    assert ag.sent_bytes == pytest.approx(7 / 8 * 8 * 16 * 4)
+    assert rs.sent_bytes == pytest.approx(3 * 2 * 16 * 4)
+    assert stats["all-to-all"].count == 0
+
+
+@pytest.fixture(scope="module")
+def base64_costs():
+    """The tiny base U-Net's train step under pure data parallel and pure FSDP (8)."""
+    bench = _benchmark()
+    shapes = bench.strategies(8)
+    return {s: bench.measure(bench.workload, "base64", "tiny", s, shapes[s], 1, 0)
+            for s in ("data", "fsdp")}
+
+
+def test_fsdp_stores_an_eighth_of_the_parameters_per_device(base64_costs):
+    data, fsdp = base64_costs["data"], base64_costs["fsdp"]
+    total = data.params_total_bytes
+    assert data.params_bytes == total  # replicated
+    # Sharded along each weight's input width; the few that 8 does not divide
+    # (3 RGB input channels, biases, norms) stay whole, so slightly over total / 8.
+    assert total / 8 <= fsdp.params_bytes <= 1.15 * total / 8
+    assert fsdp.optimizer_bytes < 0.2 * data.optimizer_bytes
+
+
+def test_only_fsdp_gathers_the_parameters(base64_costs):
+    data, fsdp = base64_costs["data"], base64_costs["fsdp"]
+    # Data parallel: the gradient all-reduce (at least the size of the gradients),
+    # and no weight all-gathers (a few small activation gathers remain).
+    data_gathered = data.collectives.get("all-gather", {}).get("payload_mib", 0.0) * 2 ** 20
+    assert data_gathered < 0.1 * data.params_total_bytes
+    assert data.collectives["all-reduce"]["payload_mib"] * 2 ** 20 >= 0.9 * data.params_total_bytes
+    # FSDP gathers every sharded weight (forward, and again for the backward pass).
+    gathered = fsdp.collectives["all-gather"]["payload_mib"] * 2 ** 20
+    assert gathered >= 0.9 * fsdp.params_total_bytes
+
+
+def test_state_bytes_on_an_abstract_mesh_match_the_compiled_shardings(base64_costs):
+    bench = _benchmark()
+    w = bench.workload("base64", "tiny", 8)
+    for strategy, m in base64_costs.items():
+        b = bench.state_bytes_at(w, bench.strategies(8)[strategy])
+        assert b["params"] == m.params_bytes
+        # 16 devices: FSDP keeps shrinking, data parallel does not.
+        big = bench.state_bytes_at(w, bench.strategies(16)[strategy])
+        assert (big["params"] < m.params_bytes) == (strategy == "fsdp")
+
+
+def test_paper_sizes_lower_from_abstract_shapes_only():
+    bench = _benchmark()
+    t5 = bench.workload("t5", "paper", 8)
+    total = bench.state_bytes_at(t5, {"fsdp": 8})["total_params"]
+    assert total / 2 == pytest.approx(4.76e9, rel=0.05)  # bf16 T5-XXL encoder, 4.6-4.8B
+    base = bench.workload("base64", "paper", 8)
+    assert bench.state_bytes_at(base, {"data": 8})["total_params"] / 4 == pytest.approx(
+        2.0e9, rel=0.15)  # Imagen's 2B base U-Net, float32 parameters
+    # Nothing was allocated: the workloads hold only shapes.
+    assert all(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree.leaves(base.batch))

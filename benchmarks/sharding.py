@@ -331,7 +331,13 @@ def report(results: list[Measurement], fits: dict, args: Any) -> tuple[list[str]
              "device per step from the partitioned HLO under ring algorithms. Step time: "
              "CPU simulation (all fake devices share the host's cores) — a ranking of "
              "overheads, not accelerator speed. T5 rows are the frozen encoder's forward "
-             "pass (no optimiser).", ""]
+             "pass (no optimiser).", "",
+             f"The per-replica batch is fixed ({args.per_replica_batch or 'tiny 2, paper 8'} "
+             "examples per data x fsdp shard), so the global batch differs between "
+             "strategies: tensor parallelism replicates the batch over 'tensor'. On the CPU "
+             "backend XLA lowers reduce-scatter as all-reduce + slice, so FSDP's gradient "
+             "reduce-scatter appears in the all-reduce column (about twice the bytes a TPU "
+             "reduce-scatter sends).", ""]
     for size in args.sizes:
         rows = [r for r in results if r.size == size]
         if not rows:

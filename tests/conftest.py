@@ -26,8 +26,9 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 
 # The suite runs on 2 pytest-xdist workers, one test file at a time each
-# (launch/test.sh: -n 2 --dist loadfile). Files are handed out in collection order,
-# so the longest ones go first; otherwise one of them ends up alone at the end.
+# (launch/test.sh: -n 2 --dist loadfile --no-loadscope-reorder). Files are handed
+# out in collection order, so the longest ones go first; otherwise one of them ends
+# up alone at the end.
 LONGEST_FIRST = (
     "tests/test_notebooks.py",
     "tests/unclip/test_training.py",
@@ -40,8 +41,13 @@ LONGEST_FIRST = (
 )
 
 
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
 def pytest_collection_modifyitems(config, items):
     def rank(item):
-        path = os.path.relpath(str(item.path), str(config.rootpath))
+        # Relative to the repository, not pytest's rootdir (which is tests/ when the
+        # command names only that directory and no ini file exists).
+        path = os.path.relpath(str(item.path), _REPO)
         return LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
     items.sort(key=rank)  # stable: the order within each file is kept

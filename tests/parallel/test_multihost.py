@@ -58,11 +58,11 @@ def _flags(data_dir: str, workdir: str, **extra) -> list[str]:
         f"--config.{k}={v}" for k, v in overrides.items()]
 
 
-def _env() -> dict:
+def _env(xla_cache: str) -> dict:
     env = dict(os.environ)
     env.pop("XLA_FLAGS", None)  # the launcher sets each process's device count
-    env["PYTHON"] = sys.executable
-    env["PYTHONPATH"] = REPO
+    env.update(PYTHON=sys.executable, PYTHONPATH=REPO, JAX_COMPILATION_CACHE_DIR=xla_cache,
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="1")
     return env
 
 
@@ -95,12 +95,19 @@ def data_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def two_process_run(data_dir, tmp_path_factory):
+def xla_cache(tmp_path_factory):
+    """One persistent compilation cache for every launched process: the kill test's
+    processes run the programs the first 2-process run compiled."""
+    return str(tmp_path_factory.mktemp("xla_cache"))
+
+
+@pytest.fixture(scope="module")
+def two_process_run(data_dir, xla_cache, tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("multihost") / "run")
     cmd = ["bash", os.path.join(REPO, "launch", "local_multihost.sh"), "--num_processes=2",
            "--devices_per_process=2", f"--heartbeat_timeout={HEARTBEAT_S}", "--",
            *_flags(data_dir, workdir)]
-    result = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True,
+    result = subprocess.run(cmd, cwd=REPO, env=_env(xla_cache), capture_output=True, text=True,
                             timeout=900)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     return workdir, result.stdout
@@ -176,13 +183,13 @@ def test_checkpoint_restores_in_one_process_on_another_mesh(two_process_run, ref
     np.testing.assert_array_equal(np.asarray(got.rng), np.asarray(ref.rng))
 
 
-def test_killing_one_process_stops_the_other_with_an_error(data_dir, tmp_path):
+def test_killing_one_process_stops_the_other_with_an_error(data_dir, xla_cache, tmp_path):
     import socket
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     workdir = str(tmp_path / "killed")
-    env = _env()
+    env = _env(xla_cache)
     env.update(JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2")
     procs, logs = [], []
     try:

@@ -362,8 +362,9 @@ def report(results: list[Measurement], fits: dict, args: Any) -> tuple[list[str]
         lines += grid_table(header, table) + [""]
         if size == "paper" and fits:
             lines += ["### Fewest devices that fit a per-device memory budget", "",
-                      "Powers of 2 from 8; `—`: no device count fits (the replicated state "
-                      "alone is over budget).", ""]
+                      "Powers of 2 from 8 to 65,536. `—`: none fits — the state a strategy "
+                      "replicates, or the rest of the peak at this per-replica batch "
+                      "(activations, gathered weights), is over the budget by itself.", ""]
             budgets = list(args.budgets_gib)
             header = ["stage", "strategy"] + [f"{b:g} GiB" for b in budgets]
             table = [[stage, strategy] + [str(fits[(stage, strategy)].get(b) or "—")

@@ -55,12 +55,13 @@ import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-from jax.sharding import AbstractMesh, NamedSharding  # noqa: E402
+from jax.sharding import AbstractMesh  # noqa: E402
 
 from imagen_jax.parallel import analysis  # noqa: E402
 from imagen_jax.parallel.mesh import MESH_AXES, make_mesh  # noqa: E402
 from imagen_jax.parallel.rules import DEFAULT_RULES  # noqa: E402
-from imagen_jax.parallel.sharding import (logical_to_spec, param_shardings, replicated,  # noqa: E402
+from imagen_jax.parallel.sharding import (logical_to_spec, param_shardings,  # noqa: E402
+                                          params_like_predicate, replicated,
                                           shard_batch_tree, state_shardings)
 
 GIB = 1024 ** 3
@@ -201,16 +202,12 @@ def state_bytes_at(w: Workload, sizes: dict[str, int]) -> dict[str, int]:
     param_shards = [shard(p.shape, n) for p, n in zip(jax.tree.leaves(params), names)]
     per_param = [math.prod(s) * np.dtype(p.dtype).itemsize
                  for s, p in zip(param_shards, jax.tree.leaves(params))]
-    out = {"params": sum(per_param), "optimizer": 0, "ema": 0, "total_params": analysis.total_bytes(params)}
+    out = {"params": sum(per_param), "optimizer": 0, "ema": 0,
+           "total_params": analysis.total_bytes(params)}
     if w.make_state is None:
         return out
     state = w.make_state(params)
-    leaves, treedef = jax.tree.flatten(params)
-    shapes = [tuple(x.shape) for x in leaves]
-
-    def params_like(node):
-        node_leaves, node_def = jax.tree.flatten(node)
-        return node_def == treedef and [tuple(x.shape) for x in node_leaves] == shapes
+    params_like = params_like_predicate(params)
 
     def node_bytes(node):
         if params_like(node):

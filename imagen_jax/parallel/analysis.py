@@ -102,17 +102,6 @@ def collective_bytes(hlo_text: str, num_devices: int) -> dict[str, CollectiveSta
     return stats
 
 
-def sharded_bytes(tree: Any, shardings: Any) -> int:
-    """Bytes of `tree` (arrays or ShapeDtypeStructs) that one device stores under
-    `shardings` (the largest shard: uneven splits are padded to it)."""
-    total = 0
-    for leaf, sharding in zip(jax.tree.leaves(tree), jax.tree.leaves(
-            shardings, is_leaf=lambda x: isinstance(x, jax.sharding.Sharding))):
-        shape = sharding.shard_shape(tuple(leaf.shape))
-        total += math.prod(shape) * np.dtype(leaf.dtype).itemsize
-    return total
-
-
 def total_bytes(tree: Any) -> int:
     return sum(math.prod(x.shape) * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree))
 

@@ -155,6 +155,19 @@ def shard_batch_tree(batch: Any, mesh: Mesh, rules: Rules = DEFAULT_RULES) -> An
     return jax.tree_util.tree_map_with_path(leaf_sharding, batch)
 
 
+def params_like_predicate(abstract_params: Any) -> Callable[[Any], bool]:
+    """True for a subtree with the tree structure and leaf shapes of `abstract_params`
+    (the params, an EMA copy, Adam's mu or nu)."""
+    leaves, treedef = jax.tree.flatten(abstract_params)
+    shapes = [_shape(x) for x in leaves]
+
+    def params_like(node: Any) -> bool:
+        node_leaves, node_def = jax.tree.flatten(node)
+        return node_def == treedef and [_shape(x) for x in node_leaves] == shapes
+
+    return params_like
+
+
 def state_shardings(state: Any, abstract_params: Any, params_shardings: Any,
                     mesh: Mesh) -> Any:
     """Shardings for a train state: every params-shaped subtree like the params.
@@ -165,13 +178,7 @@ def state_shardings(state: Any, abstract_params: Any, params_shardings: Any,
     factored row/column statistics) is replicated. Works on abstract or real state,
     so the train step's in/out shardings come from `jax.eval_shape`.
     """
-    leaves, treedef = jax.tree.flatten(abstract_params)
-    shapes = [_shape(x) for x in leaves]
-
-    def params_like(node: Any) -> bool:
-        node_leaves, node_def = jax.tree.flatten(node)
-        return node_def == treedef and [_shape(x) for x in node_leaves] == shapes
-
+    params_like = params_like_predicate(abstract_params)
     return jax.tree.map(lambda node: params_shardings if params_like(node) else replicated(mesh),
                         state, is_leaf=params_like)
 

@@ -38,12 +38,16 @@ import sys
 import time
 
 if __name__ == "__main__":  # before jax is imported
-    _n = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--devices=")), "8")
-    # LLVM's optimisations off: compiles ~2x faster; the HLO passes that decide the
-    # collectives and the buffer assignment (what is measured) are unchanged.
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                               f" --xla_force_host_platform_device_count={_n}"
-                               " --xla_backend_optimization_level=0").strip()
+    _arg = lambda name, default: next((a.split("=", 1)[1] for a in sys.argv
+                                       if a.startswith(f"--{name}=")), default)
+    if _arg("platform", "cpu") == "cpu":
+        os.environ["JAX_PLATFORMS"] = "cpu"
+        # LLVM's optimisations off: compiles ~2x faster; the HLO passes that decide the
+        # collectives and the buffer assignment (what is measured) are unchanged. Not on
+        # accelerators, whose step times are measured.
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                                   f" --xla_force_host_platform_device_count={_arg('devices', '8')}"
+                                   " --xla_backend_optimization_level=0").strip()
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import dataclasses  # noqa: E402
@@ -57,6 +61,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from jax.sharding import AbstractMesh  # noqa: E402
 
+from imagen_jax.evaluate.report import environment, grid_table, write_report  # noqa: E402
 from imagen_jax.parallel import analysis  # noqa: E402
 from imagen_jax.parallel.mesh import MESH_AXES, make_mesh  # noqa: E402
 from imagen_jax.parallel.rules import DEFAULT_RULES  # noqa: E402
@@ -97,6 +102,7 @@ class Workload:
     make_state: Any  # abstract params -> abstract state (None: the state is the params)
     batch: dict  # name -> ShapeDtypeStruct (global shapes)
     param_dtype: Any = None  # cast params to this (frozen bf16 T5)
+    abstract_state: Any = None  # make_state(params), cached by state_bytes_at
 
 
 def _sds(shape, dtype=jnp.float32) -> jax.ShapeDtypeStruct:
@@ -206,7 +212,9 @@ def state_bytes_at(w: Workload, sizes: dict[str, int]) -> dict[str, int]:
            "total_params": analysis.total_bytes(params)}
     if w.make_state is None:
         return out
-    state = w.make_state(params)
+    if w.abstract_state is None:  # the same at every mesh size: built once per workload
+        w.abstract_state = w.make_state(params)
+    state = w.abstract_state
     params_like = params_like_predicate(params)
 
     def node_bytes(node):
@@ -237,6 +245,13 @@ class Measurement:
     sent_mib: float
     compile_s: float
     step_ms: float | None = None
+    flops: float | None = None  # per device per step, XLA's cost analysis
+    environment: str = ""  # machine and versions the row was measured on
+    device: str = "cpu"  # the devices' kind ("cpu": fake CPU devices, a simulation)
+
+    @property
+    def key(self) -> tuple:
+        return (self.size, self.stage, self.strategy)
 
 
 def measure(w_fn, stage: str, size: str, strategy: str, sizes: dict[str, int],
@@ -264,6 +279,9 @@ def measure(w_fn, stage: str, size: str, strategy: str, sizes: dict[str, int],
     compile_s = time.perf_counter() - start
     mem = analysis.memory_stats(compiled)
     coll = analysis.collective_bytes(compiled.as_text(), n)
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    flops = float(cost["flops"]) if cost and "flops" in cost else None
     stb = state_bytes_at(w, sizes)
     step_ms = None
     if time_steps:
@@ -278,13 +296,25 @@ def measure(w_fn, stage: str, size: str, strategy: str, sizes: dict[str, int],
         collectives={k: dict(count=v.count, payload_mib=v.payload_bytes / mib,
                              sent_mib=v.sent_bytes / mib) for k, v in coll.items() if v.count},
         sent_mib=sum(v.sent_bytes for v in coll.values()) / mib, compile_s=compile_s,
-        step_ms=step_ms)
+        step_ms=step_ms, flops=flops, environment=environment(),
+        device=_device_kind())
 
 
 def _time_steps(compiled, state, st_sh, batch, b_sh, donated: bool, steps: int) -> float:
-    zeros = lambda tree, sh: jax.tree.map(
-        lambda x, s: jax.device_put(np.zeros(x.shape, x.dtype), s), tree, sh)
-    state_v, batch_v = zeros(state, st_sh), zeros(batch, b_sh)
+    """Mean wall time of `steps` steps after one warm-up, on random (not zero) inputs
+    made on the devices: zeros can run faster than real data and would need the whole
+    state built on the host first."""
+    def fill(tree, key):
+        leaves, treedef = jax.tree.flatten(tree)
+        keys = jax.random.split(key, len(leaves))
+        out = [jax.random.uniform(k, x.shape, jnp.float32, 0.0, 0.02).astype(x.dtype)
+               if jnp.issubdtype(x.dtype, jnp.floating) else jnp.ones(x.shape, x.dtype)
+               for k, x in zip(keys, leaves)]
+        return jax.tree.unflatten(treedef, out)
+
+    make = jax.jit(lambda key: (fill(state, key), fill(batch, jax.random.fold_in(key, 1))),
+                   out_shardings=(st_sh, b_sh))
+    state_v, batch_v = make(jax.random.PRNGKey(0))
     out = compiled(state_v, batch_v)  # warm-up
     jax.block_until_ready(out)
     start = time.perf_counter()
@@ -316,46 +346,73 @@ def _fmt(x: float | None, digits: int = 2) -> str:
     return "—" if x is None else f"{x:.{digits}f}"
 
 
-def report(results: list[Measurement], fits: dict, args: Any) -> tuple[list[str], dict]:
-    from imagen_jax.evaluate.report import environment, grid_table
+def _device_kind() -> str:
+    d = jax.devices()[0]
+    return "cpu" if d.platform == "cpu" else d.device_kind
 
+
+def report(results: list[Measurement], fits: dict, args: Any) -> tuple[list[str], dict]:
+    envs = list(dict.fromkeys(r.environment for r in results))
+    tag = {e: chr(ord("A") + i) for i, e in enumerate(envs)}
+    kinds = list(dict.fromkeys(r.device for r in results)) or [_device_kind()]
+    if len(kinds) > 1:
+        raise SystemExit(f"{args.out}: rows measured on different device kinds {kinds}; "
+                         "write them to separate reports")
+    on_cpu = kinds[0] == "cpu"
+    label = "CPU sim" if on_cpu else kinds[0]
+    where = (f"{args.devices} fake CPU devices (XLA_FLAGS=--xla_force_host_platform_device_count)"
+             if on_cpu else f"{args.devices} x {label}")
+    machines = (f"Machine: {envs[0]}" if len(envs) == 1 else
+                "Machines (column 'on'): " + "; ".join(f"{tag[e]}: {e}" for e in envs))
+    timing = ("Step time: CPU simulation (all fake devices share the host's cores) — a ranking "
+              "of overheads, not accelerator speed." if on_cpu else
+              "Step time: mean wall time of the jitted step on the accelerator after a warm-up, "
+              "random inputs; TFLOP/s = XLA's per-device FLOP count / step time.")
     lines = [f"# Data- vs model-parallel sharding ({time.strftime('%Y-%m-%d')})", "",
-             f"Regenerate: `python benchmarks/sharding.py {' '.join(sys.argv[1:])}`".rstrip(),
-             "", f"Machine: {environment()}; {args.devices} fake CPU devices "
-             "(XLA_FLAGS=--xla_force_host_platform_device_count). Per-device numbers: "
+             f"Regenerate: `python benchmarks/sharding.py {' '.join(sys.argv[1:])}`".rstrip()
+             + " (`--resume` keeps the rows already in the JSON and measures the rest).",
+             "", f"{machines}; {where}. Per-device numbers: "
              "parameters and optimiser state (Adam/Adafactor + EMA) exact from the "
              "shardings; temporaries and peak from XLA's buffer assignment; bytes sent per "
-             "device per step from the partitioned HLO under ring algorithms. Step time: "
-             "CPU simulation (all fake devices share the host's cores) — a ranking of "
-             "overheads, not accelerator speed. T5 rows are the frozen encoder's forward "
-             "pass (no optimiser).", "",
+             f"device per step from the partitioned HLO under ring algorithms. {timing} "
+             "T5 rows are the frozen encoder's forward pass (no optimiser).", "",
              f"The per-replica batch is fixed ({args.per_replica_batch or 'tiny 2, paper 8'} "
              "examples per data x fsdp shard), so the global batch differs between "
-             "strategies: tensor parallelism replicates the batch over 'tensor'. On the CPU "
-             "backend XLA lowers reduce-scatter as all-reduce + slice, so FSDP's gradient "
-             "reduce-scatter appears in the all-reduce column (about twice the bytes a TPU "
-             "reduce-scatter sends).", ""]
+             "strategies: tensor parallelism replicates the batch over 'tensor'."
+             + (" On the CPU backend XLA lowers reduce-scatter as all-reduce + slice, so "
+                "FSDP's gradient reduce-scatter appears in the all-reduce column (about twice "
+                "the bytes a TPU reduce-scatter sends)." if on_cpu else ""), ""]
     for size in args.sizes:
         rows = [r for r in results if r.size == size]
         if not rows:
             continue
         lines += [f"## {size} size", ""]
+        missing = [f"{st}/{t}" for (sz, st, t) in args.jobs if sz == size
+                   and (sz, st, t) not in {r.key for r in rows}]
+        if missing:
+            lines += [f"Partial: not measured yet: {', '.join(missing)}.", ""]
         unit, scale = ("GiB", GIB) if size == "paper" else ("MiB", 1024 ** 2)
-        header = ["stage", "strategy", "mesh (d,f,t)", "batch", f"params total {unit}",
-                  f"params/dev {unit}", f"opt+EMA/dev {unit}", f"temp/dev {unit}",
-                  f"peak/dev {unit}",
-                  "all-reduce MiB", "all-gather MiB", "reduce-scatter MiB", "all-to-all MiB",
-                  "sent/dev MiB", "compile s"] + (["step ms (CPU sim)"] if size == "tiny" else [])
+        timed = any(r.step_ms for r in rows)
+        header = (["stage", "strategy", "mesh (d,f,t)", "batch", f"params total {unit}",
+                   f"params/dev {unit}", f"opt+EMA/dev {unit}", f"temp/dev {unit}",
+                   f"peak/dev {unit}", "all-reduce MiB", "all-gather MiB",
+                   "reduce-scatter MiB", "all-to-all MiB", "sent/dev MiB", "compile s"]
+                  + ([f"step ms ({label})"] if timed else [])
+                  + (["TFLOP/s"] if timed and not on_cpu else [])
+                  + (["on"] if len(envs) > 1 else []))
         table = []
         for r in rows:
             c = lambda k: _fmt(r.collectives.get(k, {}).get("sent_mib", 0.0), 1)
+            tflops = (r.flops / (r.step_ms / 1e3) / 1e12 if r.flops and r.step_ms else None)
             table.append([r.stage, r.strategy, ",".join(str(r.mesh[a]) for a in MESH_AXES),
                           r.global_batch, _fmt(r.params_total_bytes / scale),
                           _fmt(r.params_bytes / scale), _fmt(r.optimizer_bytes / scale),
                           _fmt(r.temp_bytes / scale), _fmt(r.peak_bytes / scale),
                           c("all-reduce"), c("all-gather"), c("reduce-scatter"), c("all-to-all"),
-                          _fmt(r.sent_mib, 1), _fmt(r.compile_s, 1)] +
-                         ([_fmt(r.step_ms, 1)] if size == "tiny" else []))
+                          _fmt(r.sent_mib, 1), _fmt(r.compile_s, 1)]
+                         + ([_fmt(r.step_ms, 1)] if timed else [])
+                         + ([_fmt(tflops, 1)] if timed and not on_cpu else [])
+                         + ([tag[r.environment]] if len(envs) > 1 else []))
         lines += grid_table(header, table) + [""]
         if size == "paper" and fits:
             lines += ["### Fewest devices that fit a per-device memory budget", "",
@@ -368,7 +425,7 @@ def report(results: list[Measurement], fits: dict, args: Any) -> tuple[list[str]
                                           for b in budgets]
                      for (stage, strategy) in fits]
             lines += grid_table(header, table) + [""]
-    payload = {"date": time.strftime("%Y-%m-%d"), "environment": environment(),
+    payload = {"date": time.strftime("%Y-%m-%d"), "environments": envs,
                "devices": args.devices, "per_replica_batch": args.per_replica_batch,
                "results": [dataclasses.asdict(r) for r in results],
                "min_devices": [{"stage": s, "strategy": t, "budgets_gib": {str(b): n for b, n
@@ -377,19 +434,50 @@ def report(results: list[Measurement], fits: dict, args: Any) -> tuple[list[str]
     return lines, payload
 
 
+def load_results(json_path: str, devices: int) -> list[Measurement]:
+    """Rows of an earlier report (for --resume); a report for another device count or
+    in another format is an error, not silently measured over."""
+    import json
+
+    with open(json_path, encoding="utf-8") as f:
+        payload = json.load(f)
+    if payload.get("devices") != devices:
+        raise SystemExit(f"--resume: {json_path} was measured on {payload.get('devices')} "
+                         f"devices, not --devices={devices}")
+    fields = {f.name for f in dataclasses.fields(Measurement)}
+    env = payload.get("environment", "")  # reports written before per-row environments
+    rows = []
+    for d in payload.get("results", []):
+        unknown = set(d) - fields
+        if unknown:
+            raise SystemExit(f"--resume: {json_path}: unknown result fields {sorted(unknown)}")
+        d.setdefault("environment", env)
+        rows.append(Measurement(**d))
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--devices", type=int, default=8)
+    p.add_argument("--platform", default="cpu", choices=("cpu", "gpu", "tpu"),
+                   help="cpu: N fake CPU devices (a simulation); gpu/tpu: the real ones")
     p.add_argument("--sizes", default="tiny,paper")
     p.add_argument("--stages", default=",".join(STAGES))
     p.add_argument("--strategies", default="")
     p.add_argument("--per_replica_batch", type=int, default=0,
                    help="examples per data-parallel shard (default: tiny 2, paper 8)")
-    p.add_argument("--time_steps", type=int, default=3, help="timed steps (tiny size only)")
+    p.add_argument("--time_steps", type=int, default=3,
+                   help="timed steps (on CPU at tiny size only: paper sizes run on accelerators)")
     p.add_argument("--budgets_gib", default="16,32,95",
                    help="per-device memory budgets (TPU v3 core 16, v4 32, v5p 95 GiB)")
     p.add_argument("--out", default="docs/sharding.md")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the rows of --out's JSON and measure only the missing ones")
+    p.add_argument("--merge", default="",
+                   help="comma-separated JSON reports whose rows join --out's (with --resume)")
+    p.add_argument("--report_only", action="store_true",
+                   help="with --resume: rewrite the report from the JSON, measure nothing")
     args = p.parse_args(argv)
     args.sizes = [s for s in args.sizes.split(",") if s]
     args.budgets_gib = [float(b) for b in args.budgets_gib.split(",") if b]
@@ -399,31 +487,57 @@ def main(argv: list[str] | None = None) -> None:
         bad = [v for v in values if v not in known]
         if bad:
             p.error(f"{name}: unknown {bad}; choose from {list(known)}")
-    if len(jax.devices()) < args.devices:
+    if (args.report_only or args.merge) and not args.resume:
+        p.error("--report_only and --merge need --resume (they build on --out's JSON)")
+    if jax.devices()[0].platform != args.platform:
+        p.error(f"--platform={args.platform} but jax's devices are "
+                f"{jax.devices()[0].platform} (set JAX_PLATFORMS)")
+    if len(jax.devices()) < args.devices and not args.report_only:
         p.error(f"--devices={args.devices} but jax sees {len(jax.devices())} devices")
     shapes = strategies(args.devices)
     chosen = [s for s in args.strategies.split(",") if s] or list(shapes)
     bad = [s for s in chosen if s not in shapes]
     if bad:
         p.error(f"--strategies: unknown {bad}; choose from {list(shapes)}")
+    json_path = os.path.splitext(args.out)[0] + ".json"
+    results = (load_results(json_path, args.devices)
+               if args.resume and os.path.exists(json_path) else [])
+    for path in (x for x in args.merge.split(",") if x):
+        have = {r.key for r in results}
+        results += [r for r in load_results(path, args.devices) if r.key not in have]
+    args.jobs = [(size, stage, strategy) for size in args.sizes for stage in stages
+                 for strategy in chosen]
+    done = {r.key for r in results}
+    on_cpu = _device_kind() == "cpu"
+    if not args.report_only and {r.device for r in results} - {_device_kind()}:
+        p.error(f"--resume: {json_path} holds rows measured on "
+                f"{sorted({r.device for r in results})}, this run is on {_device_kind()}")
 
     from tqdm import tqdm
-    results, fits = [], {}
-    jobs = [(size, stage, strategy) for size in args.sizes for stage in stages
-            for strategy in chosen]
-    for size, stage, strategy in tqdm(jobs, desc="compile", unit="step"):
+    fits = {}
+
+    def fit(m: Measurement) -> None:
+        if m.size == "paper":
+            w = workload(m.stage, m.size, m.global_batch)
+            fits[(m.stage, m.strategy)] = {b: min_devices(w, m.strategy, m, b)
+                                           for b in args.budgets_gib}
+
+    for m in results:
+        fit(m)
+    todo = [] if args.report_only else [j for j in args.jobs if j not in done]
+    for size, stage, strategy in tqdm(todo, desc="compile", unit="step"):
         per_replica = args.per_replica_batch or (8 if size == "paper" else 2)
         m = measure(workload, stage, size, strategy, shapes[strategy], per_replica,
-                    args.time_steps if size == "tiny" else 0)
+                    args.time_steps if (size == "tiny" or not on_cpu) else 0)
         results.append(m)
         tqdm.write(f"{size:5s} {stage:11s} {strategy:13s} peak {m.peak_bytes / GIB:8.3f} GiB/dev, "
                    f"sent {m.sent_mib:9.1f} MiB/dev, compile {m.compile_s:5.1f} s"
-                   + (f", step {m.step_ms:.1f} ms" if m.step_ms else ""))
-        if size == "paper":
-            w = workload(stage, size, m.global_batch)
-            fits[(stage, strategy)] = {b: min_devices(w, strategy, m, b)
-                                       for b in args.budgets_gib}
-    from imagen_jax.evaluate.report import write_report
+                   + (f", step {m.step_ms:.1f} ms" if m.step_ms else ""), file=sys.stderr)
+        fit(m)
+        order = {j: i for i, j in enumerate(args.jobs)}
+        results.sort(key=lambda r: order.get(r.key, len(order)))
+        lines, payload = report(results, fits, args)  # after every row: a crash loses none
+        write_report(args.out, lines, payload, echo=False)
     lines, payload = report(results, fits, args)
     write_report(args.out, lines, payload)
 

@@ -35,15 +35,19 @@ def environment() -> str:
             f"{platform.python_version()}, jax {jax.__version__} ({jax.devices()[0].platform})")
 
 
-def write_report(path: str, lines: list[str], payload: dict) -> str:
-    """Writes the Markdown report to `path` and `payload` as JSON beside it; prints it."""
+def write_report(path: str, lines: list[str], payload: dict, echo: bool = True) -> str:
+    """Writes the Markdown report to `path` and `payload` as JSON beside it (each through
+    a temporary file and a rename, so an interrupted write leaves the old report); prints
+    it unless `echo` is False."""
     import json
 
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        f.write("\n".join(lines))
-    with open(os.path.splitext(path)[0] + ".json", "w", encoding="utf-8") as f:
-        json.dump(payload, f, indent=1)
-    print("\n".join(lines))
-    print(f"wrote {path}")
+    for target, text in ((path, "\n".join(lines)),
+                         (os.path.splitext(path)[0] + ".json", json.dumps(payload, indent=1))):
+        with open(target + ".tmp", "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(target + ".tmp", target)
+    if echo:
+        print("\n".join(lines))
+        print(f"wrote {path}")
     return path

@@ -245,7 +245,7 @@ class Measurement:
     sent_mib: float
     compile_s: float
     step_ms: float | None = None
-    flops: float | None = None  # per device per step, XLA's cost analysis
+    flops: float | None = None  # the whole step's (all devices), XLA's cost analysis
     environment: str = ""  # machine and versions the row was measured on
     device: str = "cpu"  # the devices' kind ("cpu": fake CPU devices, a simulation)
 
@@ -275,11 +275,14 @@ def measure(w_fn, stage: str, size: str, strategy: str, sizes: dict[str, int],
     abstract = lambda tree, sh: jax.tree.map(
         lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, sh)
     start = time.perf_counter()
-    compiled = jitted.lower(abstract(state, st_sh), abstract(w.batch, b_sh)).compile()
+    lowered = jitted.lower(abstract(state, st_sh), abstract(w.batch, b_sh))
+    compiled = lowered.compile()
     compile_s = time.perf_counter() - start
     mem = analysis.memory_stats(compiled)
     coll = analysis.collective_bytes(compiled.as_text(), n)
-    cost = compiled.cost_analysis()
+    # Model FLOPs from the lowered (unpartitioned, unoptimised) step: after optimisation
+    # the GPU backend's matmuls are library calls its cost analysis undercounts.
+    cost = lowered.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     flops = float(cost["flops"]) if cost and "flops" in cost else None
     stb = state_bytes_at(w, sizes)
@@ -296,7 +299,7 @@ def measure(w_fn, stage: str, size: str, strategy: str, sizes: dict[str, int],
         collectives={k: dict(count=v.count, payload_mib=v.payload_bytes / mib,
                              sent_mib=v.sent_bytes / mib) for k, v in coll.items() if v.count},
         sent_mib=sum(v.sent_bytes for v in coll.values()) / mib, compile_s=compile_s,
-        step_ms=step_ms, flops=flops, environment=environment(),
+        step_ms=step_ms, flops=flops, environment=_environment(),
         device=_device_kind())
 
 
@@ -346,6 +349,12 @@ def _fmt(x: float | None, digits: int = 2) -> str:
     return "—" if x is None else f"{x:.{digits}f}"
 
 
+def _environment() -> str:
+    """environment(), plus XLA_FLAGS on accelerators (they change what is timed there)."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    return environment() + (f"; XLA_FLAGS={flags}" if flags and _device_kind() != "cpu" else "")
+
+
 def _device_kind() -> str:
     d = jax.devices()[0]
     return "cpu" if d.platform == "cpu" else d.device_kind
@@ -367,7 +376,8 @@ def report(results: list[Measurement], fits: dict, args: Any) -> tuple[list[str]
     timing = ("Step time: CPU simulation (all fake devices share the host's cores) — a ranking "
               "of overheads, not accelerator speed." if on_cpu else
               "Step time: mean wall time of the jitted step on the accelerator after a warm-up, "
-              "random inputs; TFLOP/s = XLA's per-device FLOP count / step time.")
+              "random inputs; TFLOP/s per device = the step's FLOPs (XLA's cost analysis of the "
+              "lowered, unpartitioned step) / devices / step time.")
     lines = [f"# Data- vs model-parallel sharding ({time.strftime('%Y-%m-%d')})", "",
              f"Regenerate: `python benchmarks/sharding.py {' '.join(sys.argv[1:])}`".rstrip()
              + " (`--resume` keeps the rows already in the JSON and measures the rest).",
@@ -403,7 +413,8 @@ def report(results: list[Measurement], fits: dict, args: Any) -> tuple[list[str]
         table = []
         for r in rows:
             c = lambda k: _fmt(r.collectives.get(k, {}).get("sent_mib", 0.0), 1)
-            tflops = (r.flops / (r.step_ms / 1e3) / 1e12 if r.flops and r.step_ms else None)
+            n = math.prod(r.mesh.values())
+            tflops = (r.flops / n / (r.step_ms / 1e3) / 1e12 if r.flops and r.step_ms else None)
             table.append([r.stage, r.strategy, ",".join(str(r.mesh[a]) for a in MESH_AXES),
                           r.global_batch, _fmt(r.params_total_bytes / scale),
                           _fmt(r.params_bytes / scale), _fmt(r.optimizer_bytes / scale),

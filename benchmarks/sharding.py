@@ -331,10 +331,11 @@ def _time_steps(compiled, state, st_sh, batch, b_sh, donated: bool, steps: int) 
 
 def min_devices(w: Workload, strategy: str, m: Measurement, budget_gib: float,
                 max_devices: int = 65536) -> int | None:
-    """Fewest devices (a power of 2 >= 8) at which `strategy` fits `budget_gib` per
-    device: exact state bytes at N plus the 8-device rest of the peak."""
+    """Fewest devices (a power of 2) at which `strategy` fits `budget_gib` per device:
+    exact state bytes at N plus the measured rest of the peak (held fixed: below the
+    measured device count it also keeps collective buffers a smaller mesh may not need)."""
     rest = (m.peak_bytes - m.params_bytes - m.optimizer_bytes) / GIB
-    n = 8
+    n = 1
     while n <= max_devices:
         shapes = strategies(n)
         if strategy in shapes:
@@ -347,6 +348,18 @@ def min_devices(w: Workload, strategy: str, m: Measurement, budget_gib: float,
 
 def _fmt(x: float | None, digits: int = 2) -> str:
     return "—" if x is None else f"{x:.{digits}f}"
+
+
+def model_flops(stage: str, size: str, batch: int) -> float | None:
+    """FLOPs of one whole step (all devices), from XLA's cost analysis of the unsharded,
+    unoptimised step lowered on this host: a property of the program, not the machine,
+    so it fills in rows whose backend gave none (the GPU backend's lowering does not)."""
+    w = workload(stage, size, batch)
+    params = _unbox(w.boxed, w.param_dtype)
+    state = params if w.make_state is None else w.make_state(params)
+    cost = jax.jit(w.step).lower(state, w.batch).cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return float(cost["flops"]) if cost and "flops" in cost else None
 
 
 def _environment() -> str:
@@ -378,9 +391,14 @@ def report(results: list[Measurement], fits: dict, args: Any) -> tuple[list[str]
               "Step time: mean wall time of the jitted step on the accelerator after a warm-up, "
               "random inputs; TFLOP/s per device = the step's FLOPs (XLA's cost analysis of the "
               "lowered, unpartitioned step) / devices / step time.")
-    lines = [f"# Data- vs model-parallel sharding ({time.strftime('%Y-%m-%d')})", "",
-             f"Regenerate: `python benchmarks/sharding.py {' '.join(sys.argv[1:])}`".rstrip()
-             + " (`--resume` keeps the rows already in the JSON and measures the rest).",
+    note = [args.note, ""] if args.note else []
+    argv = " ".join(a for a in sys.argv[1:] if not a.startswith("--note"))  # the note is above
+    lines = [f"# Data- vs model-parallel sharding ({time.strftime('%Y-%m-%d')})", "", *note,
+             (f"Rebuilt from the measured rows: `python benchmarks/sharding.py {argv}`; the "
+              "same without `--report_only` (and `--merge`) measures the rows still missing."
+              if args.report_only else
+              f"Regenerate: `python benchmarks/sharding.py {argv}` "
+              "(`--resume` keeps the rows already in the JSON and measures the rest)."),
              "", f"{machines}; {where}. Per-device numbers: "
              "parameters and optimiser state (Adam/Adafactor + EMA) exact from the "
              "shardings; temporaries and peak from XLA's buffer assignment; bytes sent per "
@@ -422,21 +440,21 @@ def report(results: list[Measurement], fits: dict, args: Any) -> tuple[list[str]
                           c("all-reduce"), c("all-gather"), c("reduce-scatter"), c("all-to-all"),
                           _fmt(r.sent_mib, 1), _fmt(r.compile_s, 1)]
                          + ([_fmt(r.step_ms, 1)] if timed else [])
-                         + ([_fmt(tflops, 1)] if timed and not on_cpu else [])
+                         + ([f"{tflops:.3g}" if tflops else "—"] if timed and not on_cpu else [])
                          + ([tag[r.environment]] if len(envs) > 1 else []))
         lines += grid_table(header, table) + [""]
         if size == "paper" and fits:
             lines += ["### Fewest devices that fit a per-device memory budget", "",
-                      "Powers of 2 from 8 to 65,536. `—`: none fits — the state a strategy "
+                      "Powers of 2 from 1 to 65,536. `—`: none fits — the state a strategy "
                       "replicates, or the rest of the peak at this per-replica batch "
                       "(activations, gathered weights), is over the budget by itself.", ""]
             budgets = list(args.budgets_gib)
             header = ["stage", "strategy"] + [f"{b:g} GiB" for b in budgets]
-            table = [[stage, strategy] + [str(fits[(stage, strategy)].get(b) or "—")
-                                          for b in budgets]
-                     for (stage, strategy) in fits]
+            table = [[r.stage, r.strategy] + [str(fits[(r.stage, r.strategy)].get(b) or "—")
+                                              for b in budgets]
+                     for r in rows if (r.stage, r.strategy) in fits]
             lines += grid_table(header, table) + [""]
-    payload = {"date": time.strftime("%Y-%m-%d"), "environments": envs,
+    payload = {"date": time.strftime("%Y-%m-%d"), "note": args.note or "", "environments": envs,
                "devices": args.devices, "per_replica_batch": args.per_replica_batch,
                "results": [dataclasses.asdict(r) for r in results],
                "min_devices": [{"stage": s, "strategy": t, "budgets_gib": {str(b): n for b, n
@@ -445,13 +463,17 @@ def report(results: list[Measurement], fits: dict, args: Any) -> tuple[list[str]
     return lines, payload
 
 
+def _read_json(path: str) -> dict:
+    import json
+
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
 def load_results(json_path: str, devices: int) -> list[Measurement]:
     """Rows of an earlier report (for --resume); a report for another device count or
     in another format is an error, not silently measured over."""
-    import json
-
-    with open(json_path, encoding="utf-8") as f:
-        payload = json.load(f)
+    payload = _read_json(json_path)
     if payload.get("devices") != devices:
         raise SystemExit(f"--resume: {json_path} was measured on {payload.get('devices')} "
                          f"devices, not --devices={devices}")
@@ -487,6 +509,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="keep the rows of --out's JSON and measure only the missing ones")
     p.add_argument("--merge", default="",
                    help="comma-separated JSON reports whose rows join --out's (with --resume)")
+    p.add_argument("--note", default=None,
+                   help="a paragraph for the report's head (kept in the JSON; '' removes it)")
     p.add_argument("--report_only", action="store_true",
                    help="with --resume: rewrite the report from the JSON, measure nothing")
     args = p.parse_args(argv)
@@ -500,7 +524,7 @@ def main(argv: list[str] | None = None) -> None:
             p.error(f"{name}: unknown {bad}; choose from {list(known)}")
     if (args.report_only or args.merge) and not args.resume:
         p.error("--report_only and --merge need --resume (they build on --out's JSON)")
-    if jax.devices()[0].platform != args.platform:
+    if jax.devices()[0].platform != args.platform and not args.report_only:
         p.error(f"--platform={args.platform} but jax's devices are "
                 f"{jax.devices()[0].platform} (set JAX_PLATFORMS)")
     if len(jax.devices()) < args.devices and not args.report_only:
@@ -513,6 +537,9 @@ def main(argv: list[str] | None = None) -> None:
     json_path = os.path.splitext(args.out)[0] + ".json"
     results = (load_results(json_path, args.devices)
                if args.resume and os.path.exists(json_path) else [])
+    if args.note is None:  # keep the note of the report being resumed
+        args.note = (_read_json(json_path).get("note", "")
+                     if args.resume and os.path.exists(json_path) else "")
     for path in (x for x in args.merge.split(",") if x):
         have = {r.key for r in results}
         results += [r for r in load_results(path, args.devices) if r.key not in have]
@@ -533,8 +560,13 @@ def main(argv: list[str] | None = None) -> None:
             fits[(m.stage, m.strategy)] = {b: min_devices(w, m.strategy, m, b)
                                            for b in args.budgets_gib}
 
+    rank = {j: i for i, j in enumerate((sz, st, t) for sz in ("tiny", "paper")
+                                      for st in STAGES for t in strategies(8))}
+    results.sort(key=lambda r: rank.get(r.key, len(rank)))
     for m in results:
         fit(m)
+        if m.step_ms and m.flops is None:
+            m.flops = model_flops(m.stage, m.size, m.global_batch)
     todo = [] if args.report_only else [j for j in args.jobs if j not in done]
     for size, stage, strategy in tqdm(todo, desc="compile", unit="step"):
         per_replica = args.per_replica_batch or (8 if size == "paper" else 2)
@@ -545,8 +577,7 @@ def main(argv: list[str] | None = None) -> None:
                    f"sent {m.sent_mib:9.1f} MiB/dev, compile {m.compile_s:5.1f} s"
                    + (f", step {m.step_ms:.1f} ms" if m.step_ms else ""), file=sys.stderr)
         fit(m)
-        order = {j: i for i, j in enumerate(args.jobs)}
-        results.sort(key=lambda r: order.get(r.key, len(order)))
+        results.sort(key=lambda r: rank.get(r.key, len(rank)))
         lines, payload = report(results, fits, args)  # after every row: a crash loses none
         write_report(args.out, lines, payload, echo=False)
     lines, payload = report(results, fits, args)

@@ -103,3 +103,51 @@ def test_paper_sizes_lower_from_abstract_shapes_only():
         2.0e9, rel=0.15)  # Imagen's 2B base U-Net, float32 parameters
     # Nothing was allocated: the workloads hold only shapes.
     assert all(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree.leaves(base.batch))
+
+
+def test_benchmark_resumes_merges_and_refuses_mixed_reports(tmp_path, capsys):
+    """--resume keeps measured rows (not re-measured: same compile time), adds the missing
+    ones and writes each as it is measured; --merge joins another report's rows;
+    --report_only measures nothing; a report for another device count is refused."""
+    import json
+
+    bench = _benchmark()
+    out, other = str(tmp_path / "a.md"), str(tmp_path / "b.md")
+    common = ["--devices=8", "--sizes=tiny", "--stages=t5", "--time_steps=0"]
+    bench.main(common + ["--strategies=data", f"--out={out}"])
+    first = json.load(open(tmp_path / "a.json"))["results"]
+    assert [r["strategy"] for r in first] == ["data"]
+    bench.main(common + ["--strategies=data,fsdp", "--resume", f"--out={out}"])
+    rows = json.load(open(tmp_path / "a.json"))["results"]
+    assert [r["strategy"] for r in rows] == ["data", "fsdp"]
+    assert rows[0]["compile_s"] == first[0]["compile_s"]  # kept, not measured again
+    assert rows[1]["environment"] and rows[1]["device"] == "cpu"
+
+    bench.main(common + ["--strategies=tensor", f"--out={other}"])
+    bench.main(common + ["--strategies=data,fsdp,tensor", "--resume", "--report_only",
+                         f"--merge={tmp_path / 'b.json'}", f"--out={out}"])
+    merged = json.load(open(tmp_path / "a.json"))["results"]
+    assert [r["strategy"] for r in merged] == ["data", "fsdp", "tensor"]
+    assert "Partial" not in open(out).read()
+
+    with pytest.raises(SystemExit, match="measured on 8 devices, not --devices=4"):
+        bench.main(["--devices=4", "--sizes=tiny", "--stages=t5", "--resume", f"--out={out}"])
+
+
+def test_fewest_devices_counts_exact_state_bytes():
+    """min_devices: replicated state never fits below its size; FSDP's shrinks as 1/N."""
+    bench = _benchmark()
+    w = bench.workload("base64", "tiny", 2)
+    gib = bench.GIB
+    state = bench.state_bytes_at(w, {"data": 1})
+    total = (state["params"] + state["optimizer"] + state["ema"]) / gib
+    m = bench.Measurement(stage="base64", size="tiny", strategy="fsdp", mesh={}, global_batch=2,
+                          params_total_bytes=0, params_bytes=0, optimizer_bytes=0,
+                          temp_bytes=0, peak_bytes=0, collectives={}, sent_mib=0.0,
+                          compile_s=0.0)
+    assert bench.min_devices(w, "data", m, total * 1.01) == 1
+    assert bench.min_devices(w, "data", m, total * 0.5) is None  # replicated: never fits
+    n = bench.min_devices(w, "fsdp", m, total * 0.3)
+    at_n = bench.state_bytes_at(w, bench.strategies(n)["fsdp"])
+    assert sum(at_n[k] for k in ("params", "optimizer", "ema")) / gib <= total * 0.3
+    assert n >= 4

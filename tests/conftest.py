@@ -1,6 +1,8 @@
 """Suite-wide JAX settings, applied before any test module builds a computation."""
 
+import atexit
 import os
+import shutil
 import tempfile
 
 # Eight CPU devices for the sharding tests (meshes of 8, (4, 2), ...). Must be set
@@ -9,6 +11,16 @@ import tempfile
 # LLVM optimisations off it compiles ~25% faster, and what runs is unchanged.
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8 "
                       "--xla_backend_optimization_level=0")
+
+# One persistent compilation cache for the whole session: set here, in the pytest
+# process that starts the xdist workers, it is inherited by both workers and by every
+# process a test launches (notebook kernels, CLI runs), so a program compiled once is
+# a cache hit everywhere else (a resumed run recompiles what the first run compiled;
+# the CLI tests compile the trainer's programs again).
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="imagen_jax_xla_")
+    atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1")
 
 import jax  # noqa: E402
 
@@ -19,10 +31,9 @@ import jax  # noqa: E402
 # default.
 jax.config.update("jax_threefry_partitionable", False)
 
-# Several tests compile the same train step (a resumed run recompiles what the first
-# run compiled); a per-session persistent cache turns those into cache hits.
-jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp(prefix="imagen_jax_xla_"))
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                  float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
 
 
 # The suite runs on 2 pytest-xdist workers, one test file at a time each

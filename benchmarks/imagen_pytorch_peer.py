@@ -8,6 +8,7 @@ Commands (each answered with one JSON line):
                                           -> {"params": N, "versions": {...}}
   {"cmd": "train", "batch": B, "size": S, "iters": K}  -> {"seconds": [K step times]}
   {"cmd": "sample", "batch": B, "cond_scale": W, "iters": K} -> {"seconds": [...]}
+  {"cmd": "conv", "shapes": [[B, S, C], ...], "iters": K} -> {"convs": [...]}
   {"cmd": "memory"}                                   -> {"peak_rss_mib": M}
   {"cmd": "quit"}
 """
@@ -79,15 +80,21 @@ def train(batch: int, size: int, iters: int) -> dict:
     imagen.train()
     images = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(2)) * 2 - 1
     text, mask = _text(batch)
-    times = []
+    times, phases = [], {"forward": [], "backward": [], "adam": []}
     for _ in range(iters):
         start = time.perf_counter()
         loss = imagen(images, text_embeds=text, text_masks=mask, unet_number=1)
+        t_fwd = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        t_bwd = time.perf_counter()
         opt.step()
-        times.append(time.perf_counter() - start)
-    return {"seconds": times, "loss": float(loss)}
+        end = time.perf_counter()
+        times.append(end - start)
+        for name, dt in (("forward", t_fwd - start), ("backward", t_bwd - t_fwd),
+                         ("adam", end - t_bwd)):
+            phases[name].append(dt)
+    return {"seconds": times, "phases": phases, "loss": float(loss)}
 
 
 @torch.no_grad()
@@ -104,6 +111,32 @@ def sample(batch: int, cond_scale: float, iters: int) -> dict:
     return {"seconds": times, "shape": list(out.shape)}
 
 
+def conv(shapes: list, iters: int) -> dict:
+    """Median ms of one 3x3 convolution (NCHW, padding 1) forward, and forward +
+    backward (both gradients), per [batch, side, channels]."""
+    out = []
+    for b, side, c in shapes:
+        x = torch.randn(b, c, side, side, requires_grad=True)
+        w = torch.randn(c, c, 3, 3, requires_grad=True)
+        g = torch.randn(b, c, side, side)
+
+        def median(fn):
+            fn()
+            times = []
+            for _ in range(iters):
+                start = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - start)
+            return sorted(times)[len(times) // 2] * 1e3
+
+        with torch.no_grad():
+            fwd = median(lambda: torch.nn.functional.conv2d(x, w, padding=1))
+        both = median(lambda: torch.autograd.grad(
+            torch.nn.functional.conv2d(x, w, padding=1), (x, w), g))
+        out.append({"shape": [b, side, c], "forward_ms": fwd, "forward_backward_ms": both})
+    return {"convs": out}
+
+
 def main() -> None:
     for line in sys.stdin:
         msg = json.loads(line)
@@ -115,7 +148,7 @@ def main() -> None:
             if cmd == "memory":
                 _reply({"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
                 continue
-            _reply({"build": build, "train": train, "sample": sample}[cmd](**msg))
+            _reply({"build": build, "train": train, "sample": sample, "conv": conv}[cmd](**msg))
         except Exception as e:  # reported to the harness, which prints it and stops
             _reply({"error": f"{type(e).__name__}: {e}"})
 

@@ -115,6 +115,11 @@ class Ours:
             return optax.apply_updates(params, updates), opt, loss
 
         self.train_step = jax.jit(train_step, donate_argnums=(0, 1))
+        # The step's phases, compiled separately (one jitted step cannot be timed
+        # inside): the loss alone, and the loss with its gradient.
+        self.forward = jax.jit(lambda params, batch, key: stage.loss(params, batch, key)[0])
+        self.forward_backward = jax.jit(jax.grad(lambda params, batch, key:
+                                                 stage.loss(params, batch, key)[0]))
 
     def num_params(self) -> int:
         return sum(x.size for x in self.jax.tree.leaves(self.params))
@@ -134,6 +139,22 @@ class Ours:
         self.params, self.opt, loss = self.train_step(self.params, self.opt, batch, self.key)
         loss.block_until_ready()
         return time.perf_counter() - start
+
+    def phases(self, batch: dict, iters: int) -> dict[str, float]:
+        """Median seconds of forward, backward (forward+backward - forward) and the
+        Adam update (step - forward+backward)."""
+        def median_time(fn):
+            self.jax.block_until_ready(fn(self.params, batch, self.key))  # compile
+            times = []
+            for _ in range(iters):
+                start = time.perf_counter()
+                self.jax.block_until_ready(fn(self.params, batch, self.key))
+                times.append(time.perf_counter() - start)
+            return statistics.median(times)
+
+        fwd, fwd_bwd = median_time(self.forward), median_time(self.forward_backward)
+        step = statistics.median([self.train(batch) for _ in range(iters)])
+        return {"forward": fwd, "backward": fwd_bwd - fwd, "adam": step - fwd_bwd}
 
     def train_flops(self, batch: dict) -> float:
         lowered = self.train_step.lower(self.params, self.opt, batch, self.key)
@@ -169,6 +190,39 @@ def matmul_peak_gflops(n: int = 1024, reps: int = 20) -> float:
     return 2 * n ** 3 / statistics.median(times) / 1e9
 
 
+CONV_SHAPES = ((8, 32, 64), (8, 16, 128), (8, 8, 256), (4, 64, 64))  # the U-Net's own
+
+
+def conv_times(shapes, iters: int) -> list[dict]:
+    """Median ms of one 3x3 convolution (NHWC, SAME) forward, and forward + backward
+    (both gradients), per (batch, side, channels): the U-Net's dominant op."""
+    import jax
+    from jax import lax
+
+    out = []
+    for b, side, c in shapes:
+        x = jax.random.normal(jax.random.PRNGKey(0), (b, side, side, c))
+        w = jax.random.normal(jax.random.PRNGKey(1), (3, 3, c, c))
+        g = jax.random.normal(jax.random.PRNGKey(2), (b, side, side, c))
+        conv = lambda x, w: lax.conv_general_dilated(x, w, (1, 1), "SAME",
+                                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        both = lambda x, w, g: jax.vjp(conv, x, w)[1](g)
+
+        def median(fn, *args):
+            fn = jax.jit(fn)
+            jax.block_until_ready(fn(*args))
+            times = []
+            for _ in range(iters):
+                start = time.perf_counter()
+                jax.block_until_ready(fn(*args))
+                times.append(time.perf_counter() - start)
+            return statistics.median(times) * 1e3
+
+        out.append({"shape": [b, side, c], "forward_ms": median(conv, x, w),
+                    "forward_backward_ms": median(both, x, w, g)})
+    return out
+
+
 def _alternate(ours_fn, peer_fn, rounds: int) -> tuple[list[float], list[float]]:
     """rounds of (peer's step times, ours), the side that goes first alternating."""
     ours, peer = [], []
@@ -202,10 +256,20 @@ def run(args: argparse.Namespace) -> dict:
                 row["compile_s"] = ours.train(data)  # the first call compiles
                 row["flops"] = ours.train_flops(data)
                 peer("train", batch=batch, size=size, iters=1)  # warm-up
+                peer_phases = {"forward": [], "backward": [], "adam": []}
+
+                def peer_train():
+                    reply = peer("train", batch=batch, size=size, iters=args.iters)
+                    for name, values in reply["phases"].items():
+                        peer_phases[name] += values
+                    return reply["seconds"]
+
                 t_ours, t_peer = _alternate(
-                    lambda: [ours.train(data) for _ in range(args.iters)],
-                    lambda: peer("train", batch=batch, size=size, iters=args.iters)["seconds"],
+                    lambda: [ours.train(data) for _ in range(args.iters)], peer_train,
                     args.rounds)
+                row["phases"] = {"ours": ours.phases(data, args.iters),
+                                 "peer": {k: statistics.median(v)
+                                          for k, v in peer_phases.items()}}
                 unit = batch
             else:
                 row["compile_s"] = ours.sample(batch)
@@ -223,6 +287,8 @@ def run(args: argparse.Namespace) -> dict:
             print(f"{row['case']:22s} ours {med_ours * 1e3:8.1f} ms  imagen-pytorch "
                   f"{med_peer * 1e3:8.1f} ms  speed-up {row['speedup']:.2f}x", flush=True)
             rows.append(row)
+        convs = {"ours": conv_times(CONV_SHAPES, 10),
+                 "peer": peer("conv", shapes=CONV_SHAPES, iters=10)["convs"]}
         memory = {"ours_peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "peer_peak_rss_mib": peer("memory")["peak_rss_mib"]}
         versions = built["versions"]
@@ -230,6 +296,7 @@ def run(args: argparse.Namespace) -> dict:
         peer.close()
     return {"environment": environment(), "jax_devices": str(jax.devices()),
             "peer_versions": versions, "params": params, "rows": rows, "memory": memory,
+            "convs": convs,
             "matmul_peak_gflops": matmul_peak_gflops(), "rounds": args.rounds,
             "iters": args.iters, "matched": {k: {kk: list(v) if isinstance(v, tuple) else v
                                                  for kk, v in d.items()}
@@ -263,6 +330,29 @@ def report(result: dict) -> list[str]:
                       f"{r['compile_s']:.1f}", f"{gflops:.1f}" if gflops else "—",
                       f"{gflops / peak:.0%}" if gflops else "—"])
     lines += grid_table(header, table) + [""]
+    phase_rows = [[r["case"], side] + [f"{r['phases'][key][k] * 1e3:.0f}"
+                                       for k in ("forward", "backward", "adam")]
+                  for r in result["rows"] if "phases" in r
+                  for side, key in (("imagen-jax", "ours"), ("imagen-pytorch", "peer"))]
+    if phase_rows:
+        lines += ["Where a training step's time goes (ms, medians; imagen-jax's phases are "
+                  "separately compiled functions: the loss, the loss and its gradient, the "
+                  "whole step, and differences of those):", ""]
+        lines += grid_table(["case", "library", "forward", "backward", "Adam"],
+                            phase_rows) + [""]
+    conv_rows = []
+    for ours, peer in zip(result["convs"]["ours"], result["convs"]["peer"]):
+        b, side, c = ours["shape"]
+        gflop = 2 * b * side * side * c * c * 9 / 1e9
+        conv_rows.append([f"{b} x {side}x{side} x {c}", f"{ours['forward_ms']:.1f}",
+                          f"{peer['forward_ms']:.1f}", f"{gflop / ours['forward_ms'] * 1e3:.0f}",
+                          f"{gflop / peer['forward_ms'] * 1e3:.0f}",
+                          f"{ours['forward_backward_ms']:.1f}",
+                          f"{peer['forward_backward_ms']:.1f}"])
+    lines += ["One 3x3 convolution at the U-Net's shapes (batch x side x channels in = out; "
+              "ms, medians of 10):", ""]
+    lines += grid_table(["shape", "XLA fwd", "torch fwd", "XLA GFLOP/s", "torch GFLOP/s",
+                         "XLA fwd+bwd", "torch fwd+bwd"], conv_rows) + [""]
     lines += ["'/s': training images/s, sampling denoising steps/s (each step runs the "
               "guided model on the batch). GFLOP/s: XLA's FLOP count of the train step / "
               f"median step time, against a float32 matmul peak of {peak:.1f} GFLOP/s "

@@ -8,6 +8,7 @@ Commands (each answered with one JSON line):
                                           -> {"params": N, "versions": {...}}
   {"cmd": "train", "batch": B, "size": S, "iters": K}  -> {"seconds": [K step times]}
   {"cmd": "sample", "batch": B, "cond_scale": W, "iters": K} -> {"seconds": [...]}
+  {"cmd": "flops", "batch": B, "size": S}             -> {"flops": F}
   {"cmd": "conv", "shapes": [[B, S, C], ...], "iters": K} -> {"convs": [...]}
   {"cmd": "memory"}                                   -> {"peak_rss_mib": M}
   {"cmd": "quit"}
@@ -111,6 +112,21 @@ def sample(batch: int, cond_scale: float, iters: int) -> dict:
     return {"seconds": times, "shape": list(out.shape)}
 
 
+def flops(batch: int, size: int) -> dict:
+    """FLOPs of one training forward + backward, counted by torch's FlopCounterMode
+    (matmuls and convolutions, as XLA's cost analysis counts them on the other side)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    imagen = STATE["imagen"]
+    imagen.train()
+    images = torch.rand(batch, 3, size, size) * 2 - 1
+    text, mask = _text(batch)
+    with FlopCounterMode(display=False) as counter:
+        imagen(images, text_embeds=text, text_masks=mask, unet_number=1).backward()
+    STATE["net"].zero_grad(set_to_none=True)
+    return {"flops": counter.get_total_flops()}
+
+
 def conv(shapes: list, iters: int) -> dict:
     """Median ms of one 3x3 convolution (NCHW, padding 1) forward, and forward +
     backward (both gradients), per [batch, side, channels]."""
@@ -148,7 +164,8 @@ def main() -> None:
             if cmd == "memory":
                 _reply({"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
                 continue
-            _reply({"build": build, "train": train, "sample": sample, "conv": conv}[cmd](**msg))
+            _reply({"build": build, "train": train, "sample": sample, "conv": conv,
+                    "flops": flops}[cmd](**msg))
         except Exception as e:  # reported to the harness, which prints it and stops
             _reply({"error": f"{type(e).__name__}: {e}"})
 

@@ -114,7 +114,8 @@ def sample(batch: int, cond_scale: float, iters: int) -> dict:
 
 def flops(batch: int, size: int) -> dict:
     """FLOPs of one training forward + backward, counted by torch's FlopCounterMode
-    (matmuls and convolutions, as XLA's cost analysis counts them on the other side)."""
+    (matmuls and convolutions only; XLA's count on the other side includes elementwise
+    ops, so it is the larger of the two for the same network)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     imagen = STATE["imagen"]

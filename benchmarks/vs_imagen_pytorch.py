@@ -3,6 +3,7 @@ r"""This project's base U-Net against imagen-pytorch's, side by side, in one run
     bash benchmarks/peer_env.sh                       # once: the peer's venv
     python benchmarks/vs_imagen_pytorch.py --out=docs/performance.md
     python benchmarks/vs_imagen_pytorch.py --quick    # fewer rounds, a smoke run
+    python benchmarks/vs_imagen_pytorch.py --report_only  # Markdown again from the JSON
 
 Both U-Nets are built at one matched configuration (MATCHED below: resolution, batch,
 channel widths, residual blocks per level, attention levels, text length and width;
@@ -117,6 +118,7 @@ class Ours:
             updates, opt = tx.update(grads, opt, params)
             return optax.apply_updates(params, updates), opt, loss
 
+        self.train_step_fn = train_step
         self.train_step = jax.jit(train_step, donate_argnums=(0, 1))
         # The step's phases, compiled separately (one jitted step cannot be timed
         # inside): the loss alone, and the loss with its gradient.
@@ -166,7 +168,18 @@ class Ours:
         return {"forward": fwd, "backward": fwd_bwd - fwd, "adam": adam}
 
     def train_flops(self, batch: dict) -> float:
-        lowered = self.train_step.lower(self.params, self.opt, batch, self.key)
+        """Model FLOPs of one step: XLA's count of the step traced with attention in one
+        block (cost analysis counts a loop body once, so blocked attention would be
+        undercounted; the blocks' recomputation is not model work either way)."""
+        from imagen_jax.nn import attention
+
+        saved, attention.ATTENTION_BLOCK_BYTES = attention.ATTENTION_BLOCK_BYTES, 1 << 62
+        try:
+            # a new function, so that JAX traces it again rather than reusing its trace
+            step = self.jax.jit(lambda *args: self.train_step_fn(*args))
+            lowered = step.lower(self.params, self.opt, batch, self.key)
+        finally:
+            attention.ATTENTION_BLOCK_BYTES = saved
         return float(lowered.cost_analysis()["flops"])
 
     def sample(self, batch: int) -> float:
@@ -305,7 +318,7 @@ def run(args: argparse.Namespace) -> dict:
     finally:
         peer.close()
     return {"environment": environment(), "jax_devices": str(jax.devices()),
-            "xla_flags": os.environ.get("XLA_FLAGS", ""),
+            "xla_flags": os.environ.get("XLA_FLAGS", ""), "date": time.strftime("%Y-%m-%d"),
             "peer_versions": versions, "params": params, "rows": rows, "memory": memory,
             "convs": convs,
             "matmul_peak_gflops": matmul_peak_gflops(), "rounds": args.rounds,
@@ -318,7 +331,8 @@ def report(result: dict) -> list[str]:
     from imagen_jax.evaluate.report import grid_table
 
     peak = result["matmul_peak_gflops"]
-    lines = [f"# imagen-jax vs imagen-pytorch ({time.strftime('%Y-%m-%d')})", "",
+    lines = [f"# imagen-jax vs imagen-pytorch ({result.get('date', time.strftime('%Y-%m-%d'))})",
+             "",
              "Regenerate: `bash benchmarks/peer_env.sh && python benchmarks/vs_imagen_pytorch.py"
              " --out=docs/performance.md`", "",
              f"Machine: {result['environment']}; imagen-pytorch "
@@ -350,11 +364,13 @@ def report(result: dict) -> list[str]:
                           f"{ours:.1f} ({ours / peak:.0%})", f"{peer_rate:.1f} ({peer_rate / peak:.0%})",
                           f"{need:.1f} ({need / peak:.0%})"])
     if flop_rows:
-        lines += [f"FLOPs of one training step (forward + backward; imagen-jax: XLA's cost "
-                  "analysis of the compiled step, imagen-pytorch: torch's FlopCounterMode) and "
-                  f"the rates achieved, as a share of the {peak:.1f} GFLOP/s float32 matmul peak "
-                  "measured in this run; the last column is the rate imagen-jax would need, "
-                  "with its FLOPs, to meet the target speed-up:", ""]
+        lines += [f"FLOPs of one training step (forward + backward + Adam; imagen-jax: XLA's "
+                  "cost analysis of the step, every op counted, elementwise ones too, attention "
+                  "in one block; imagen-pytorch: torch's FlopCounterMode of forward + backward, "
+                  "matmuls and convolutions only) and the rates achieved, as a share of the "
+                  f"{peak:.1f} GFLOP/s float32 matmul peak measured in this run; the last "
+                  "column is the rate imagen-jax would need, with its FLOPs, to meet the "
+                  "target speed-up:", ""]
         lines += grid_table(["case", "imagen-jax GFLOP", "imagen-pytorch GFLOP",
                              "imagen-jax GFLOP/s", "imagen-pytorch GFLOP/s",
                              "needed for target"], flop_rows) + [""]
@@ -364,8 +380,8 @@ def report(result: dict) -> list[str]:
                   for side, key in (("imagen-jax", "ours"), ("imagen-pytorch", "peer"))]
     if phase_rows:
         lines += ["Where a training step's time goes (ms, medians; imagen-jax's phases are "
-                  "separately compiled functions: the loss, the loss and its gradient, the "
-                  "whole step, and differences of those):", ""]
+                  "separately compiled functions: the loss, the loss and its gradient (backward "
+                  "= the difference), and the Adam update alone):", ""]
         lines += grid_table(["case", "library", "forward", "backward", "Adam"],
                             phase_rows) + [""]
     conv_rows = []
@@ -397,12 +413,21 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--iters", type=int, default=4)
     p.add_argument("--quick", action="store_true", help="2 rounds of 2: a smoke run")
+    p.add_argument("--report_only", action="store_true",
+                   help="rewrite the Markdown from the JSON beside --out; measure nothing")
     args = p.parse_args(argv)
     if args.quick:
         args.rounds, args.iters = 2, 2
     from imagen_jax.evaluate.report import write_report
 
-    result = run(args)
+    if args.report_only:
+        json_path = os.path.splitext(args.out)[0] + ".json"
+        if not os.path.exists(json_path):
+            raise SystemExit(f"--report_only: {json_path} does not exist (run without it first)")
+        with open(json_path, encoding="utf-8") as f:
+            result = json.load(f)
+    else:
+        result = run(args)
     write_report(args.out, report(result), result)
 
 

@@ -2,8 +2,8 @@
 
 On CPU, jaxlib 0.10 hands convolutions to YNNPACK by default. On the 2-core AVX2
 machines this project is developed and tested on, XLA's Eigen convolution is 2.4x
-faster (one 3x3 conv, 8 x 32x32 x 64: 4.1 vs 10.1 ms) and a base U-Net train step
-1.4-1.7x faster (docs/performance.md), so convolutions are taken out of YNNPACK;
+faster (one 3x3 conv, 8 x 32x32 x 64: 4.1 vs 10.1 ms) and the matched base U-Net train step
+1.3-1.7x faster (64 px batch 4 and 32 px batch 8), so convolutions are taken out of YNNPACK;
 matmuls, elementwise ops and reductions keep XLA's defaults.
 
 XLA reads XLA_FLAGS once, when the first computation initialises the backend, so

@@ -4,7 +4,9 @@ r"""Train the stage a config selects.
     python -m imagen_jax.main --config=configs/imagen.py:paper,sr256 --workdir=$DIR \
         --config.train.steps=200 --config.mesh.fsdp=-1 --config.mesh.data=1
 
-Running the same command again resumes from the workdir's latest checkpoint.
+Running the same command again resumes from the workdir's latest readable checkpoint
+(after a crash, a kill or a preemption). SIGTERM saves a checkpoint after the current
+step and exits with status 143. Each logged step is also a line of WORKDIR/metrics.jsonl.
 
 Multi-host: every host runs the same command plus how to join the job, either
 explicitly (`launch/local_multihost.sh`, `launch/gpu_multinode.sh`)
@@ -58,6 +60,7 @@ def main(argv):
     except ValueError as e:
         sys.exit(f"error: {e}")
 
+    from imagen_jax.train.checkpoint import CheckpointMismatchError, UnreadableCheckpointError
     from imagen_jax.train.trainer import train
     from imagen_jax.train.validate import ConfigError
 
@@ -66,7 +69,8 @@ def main(argv):
     config, workdir = _CONFIG.value, _WORKDIR.value
     try:
         state = train(config, workdir)  # writes workdir/config.json (process 0)
-    except (ConfigError, FileNotFoundError, FloatingPointError) as e:
+    except (ConfigError, FileNotFoundError, FloatingPointError, CheckpointMismatchError,
+            UnreadableCheckpointError) as e:
         sys.exit(f"error: {e}")
     except jax.errors.JaxRuntimeError as e:
         if jax.process_count() == 1:
@@ -80,7 +84,10 @@ def main(argv):
               f"all processes to resume from the last checkpoint. {str(e).splitlines()[0]}",
               file=sys.stderr, flush=True)
         os._exit(1)
-    print(f"trained {config.stage} to step {int(jax.device_get(state.step))} in {workdir} "
+    step = int(jax.device_get(state.step))
+    if step < config.train.steps:  # SIGTERM: checkpoint saved, train() said so
+        sys.exit(143)  # 128 + SIGTERM, as if the signal had ended it: not finished
+    print(f"trained {config.stage} to step {step} in {workdir} "
           f"(process {jax.process_index()} of {jax.process_count()})")
 
 

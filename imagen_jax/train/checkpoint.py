@@ -4,19 +4,31 @@ One `ocp.CheckpointManager` per run, under WORKDIR/checkpoints, with async saves
 keep-N. Each step directory holds two items: 'state' (the TrainState pytree,
 restored onto whatever shardings the caller asks for, so a checkpoint saved on one
 mesh restores onto another) and 'data' (every process's tf.data iterator state, one
-file per process, written by a small handler registered below). Orbax only marks
-a step complete once both items are written, so a crash mid-save leaves the
-previous step as the latest.
+file per process, written by a small handler registered below). Orbax writes a step
+into a temporary directory and renames it once both items are written, so a crash
+mid-save leaves the previous step as the latest (the temporary directory is removed
+when the next run opens the manager).
+
+Restoring never starts a run afresh behind the user's back: the newest step whose
+shapes do not match this run's train state stops the run with an error naming the
+first differing array (a checkpoint of another config); a step that cannot be read
+(a deleted or truncated array file, a missing item) is moved aside to
+WORKDIR/unreadable_checkpoints/ with a one-line warning and the next older step is
+tried; when none can be read, the error lists why for each.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 from typing import Any
 
+from absl import logging
 from etils import epath
 import jax
+from jax.experimental import multihost_utils
+import numpy as np
 import orbax.checkpoint as ocp
 
 
@@ -50,6 +62,71 @@ class DataIteratorRestore(ocp.args.CheckpointArgs):
     item: Any
 
 
+class CheckpointMismatchError(ValueError):
+    """A checkpoint written for another model or optimiser (its arrays differ)."""
+
+
+class UnreadableCheckpointError(RuntimeError):
+    """No checkpoint of a run directory can be read."""
+
+
+def _path_str(path: tuple) -> str:
+    """'params/conv_in/kernel' for a key path of dict keys, attributes or indices, so that
+    a TrainState's paths and a checkpoint's metadata (plain dicts) compare equal."""
+    parts = []
+    for key in path:
+        for attr in ("key", "name", "idx"):
+            if hasattr(key, attr):
+                parts.append(str(getattr(key, attr)))
+                break
+        else:
+            parts.append(str(key))
+    return "/".join(parts)
+
+
+def _shapes(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {_path_str(path): (tuple(x.shape), str(np.dtype(x.dtype))) for path, x in leaves}
+
+
+def shape_mismatch(saved: Any, expected: Any) -> str | None:
+    """The first difference between a checkpoint's array metadata and the arrays this run
+    expects, in words (None when every path, shape and dtype agree)."""
+    have, want = _shapes(saved), _shapes(expected)
+    missing = [p for p in want if p not in have]
+    if missing:
+        return (f"it has no array {missing[0]}" + (f" (nor {len(missing) - 1} others)"
+                                                   if len(missing) > 1 else ""))
+    extra = [p for p in have if p not in want]
+    if extra:
+        return (f"it has an array {extra[0]} this run does not"
+                + (f" (and {len(extra) - 1} others)" if len(extra) > 1 else ""))
+    for path, (shape, dtype) in want.items():
+        if have[path] != (shape, dtype):
+            return (f"{path} is {have[path][1]}{list(have[path][0])} there, "
+                    f"{dtype}{list(shape)} here")
+    return None
+
+
+def _one_line(error: BaseException, limit: int = 200) -> str:
+    """`Type: first line of the message` of the root cause, short: orbax wraps
+    tensorstore's reason (e.g. a truncated file) in a generic error with a page-long
+    spec."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    lines = str(error).strip().splitlines()
+    text = lines[0] if lines else ""
+    text = text if len(text) <= limit else text[:limit] + "..."
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _all_processes_agree(ok: bool) -> bool:
+    """True only if `ok` on every process (processes must restore the same step)."""
+    if jax.process_count() == 1:
+        return ok
+    return bool(np.all(multihost_utils.process_allgather(np.int32(ok))))
+
+
 class Checkpointer:
     """Train-state + iterator checkpoints of one run directory."""
 
@@ -57,9 +134,18 @@ class Checkpointer:
         self.directory = os.path.abspath(directory)
         options = ocp.CheckpointManagerOptions(
             save_interval_steps=max(int(save_every), 1), max_to_keep=keep or None,
-            enable_async_checkpointing=async_save, create=True)
-        self.manager = ocp.CheckpointManager(self.directory, options=options,
-                                             item_names=("state", "data"))
+            enable_async_checkpointing=async_save, create=True,
+            # Half-written steps of a killed run (never complete, never restored).
+            cleanup_tmp_directories=True)
+        self.manager = ocp.CheckpointManager(
+            self.directory, options=options, item_names=("state", "data"),
+            # Explicit handlers so that a step's metadata can be read before restoring.
+            item_handlers={"state": ocp.StandardCheckpointHandler(),
+                           "data": DataIteratorHandler()})
+        # Where unreadable steps are moved: beside the checkpoints, not inside (the
+        # manager would count them as steps and never save over their numbers).
+        self.quarantine = os.path.join(os.path.dirname(self.directory),
+                                       "unreadable_checkpoints")
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -71,19 +157,79 @@ class Checkpointer:
         return self.manager.save(step, args=ocp.args.Composite(**items), force=force)
 
     def restore(self, abstract_state: Any, iterator: Any = None, step: int | None = None) -> Any:
-        """Restores `step` (default: latest) onto `abstract_state`'s shapes and shardings."""
-        step = self.latest_step() if step is None else step
-        if step is None:
+        """Restores `step` (default: the newest readable one) onto `abstract_state`'s
+        shapes and shardings, and `iterator`'s position.
+
+        Raises CheckpointMismatchError for a checkpoint of different arrays (another
+        config), UnreadableCheckpointError when no step can be read; unreadable steps
+        newer than the restored one are moved to `self.quarantine` with a warning.
+        """
+        steps = sorted(self.manager.all_steps(), reverse=True) if step is None else [step]
+        if not steps:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
-        items = {"state": ocp.args.StandardRestore(abstract_state)}
-        if iterator is not None:
-            items["data"] = DataIteratorRestore(iterator)
+        failures = []
+        for candidate in steps:
+            error = self._check_arrays(candidate, abstract_state)
+            if error is None:
+                items = {"state": ocp.args.StandardRestore(abstract_state)}
+                if iterator is not None:
+                    items["data"] = DataIteratorRestore(iterator)
+                try:
+                    restored = self.manager.restore(candidate, args=ocp.args.Composite(**items))
+                # Any failure to read a step (tensorstore raises plain Exception, tf.data
+                # OpError, orbax ValueError/KeyError) means that step is unusable; the
+                # error is reported and the step kept aside, never swallowed.
+                except Exception as e:  # noqa: BLE001
+                    error = _one_line(e)
+            if _all_processes_agree(error is None):
+                return restored["state"]
+            failures.append(f"step {candidate}: {error or 'unreadable on another process'}")
+            if step is not None:
+                break
+            moved = self._set_aside(candidate)
+            older = [s for s in steps if s < candidate]
+            logging.warning("checkpoint step %d of %s is unreadable (%s); moved to %s; %s",
+                            candidate, self.directory, error or "on another process", moved,
+                            f"trying step {older[0]}" if older else "no older step left")
+        raise UnreadableCheckpointError(
+            f"no readable checkpoint in {self.directory} ({'; '.join(failures)}); unreadable "
+            f"steps were moved to {self.quarantine}; to start this run afresh, use an empty "
+            "workdir")
+
+    def _check_arrays(self, step: int, abstract_state: Any) -> str | None:
+        """Why `step` cannot be restored onto `abstract_state` before reading any array:
+        raises CheckpointMismatchError for different arrays, returns a reason when the
+        metadata cannot be read, None when the step looks restorable."""
         try:
-            restored = self.manager.restore(step, args=ocp.args.Composite(**items))
-        except (ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"checkpoint {self.directory} step {step} does not match this "
-                             f"run's train state: {e}") from e
-        return restored["state"]
+            saved = self.manager.item_metadata(step)["state"]
+            if saved is None:
+                return "its train state has no metadata"
+            difference = shape_mismatch(saved, abstract_state)
+        except Exception as e:  # noqa: BLE001 -- a metadata file missing or corrupt
+            return _one_line(e)
+        if difference is not None:
+            raise CheckpointMismatchError(
+                f"checkpoint {self.directory} step {step} was written for a different model "
+                f"or optimiser: {difference}; resume with the config that wrote it, or train "
+                "this config in another workdir")
+        return None
+
+    def _set_aside(self, step: int) -> str:
+        """Moves an unreadable step out of the manager's directory (process 0; kept for
+        inspection, not deleted) and makes the manager forget it."""
+        target = os.path.join(self.quarantine, f"step_{step}")
+        if jax.process_index() == 0:
+            os.makedirs(self.quarantine, exist_ok=True)
+            suffix = 1
+            while os.path.exists(target):
+                target = os.path.join(self.quarantine, f"step_{step}.{suffix}")
+                suffix += 1
+            # Step directories are named by the bare step number (no step_prefix).
+            shutil.move(os.path.join(self.directory, str(step)), target)
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices(f"checkpoint step {step} set aside")
+        self.manager.reload()
+        return target
 
     def wait(self) -> None:
         self.manager.wait_until_finished()

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import os
+import sys
 import time
 from typing import Any, Callable
 
@@ -35,6 +37,7 @@ from imagen_jax.parallel.sharding import (batch_sharding, param_shardings, repli
 from imagen_jax.stages import BaseStage
 from imagen_jax.train import checkpoint as ckpt_lib
 from imagen_jax.train.optimizer import learning_rate_schedule, make_optimizer
+from imagen_jax.train.preemption import PreemptionWatch
 from imagen_jax.train.state import TrainState, create_state, train_step
 from imagen_jax.train.trained import stage_family
 from imagen_jax.train.validate import validate_config
@@ -126,9 +129,12 @@ def initial_state(run: Run) -> TrainState:
     config, stage = run.config, run.stage
     target = ckpt_lib.abstract_with_shardings(run.abstract_state, run.state_shardings)
     if run.checkpointer.latest_step() is not None:
-        logging.info("resuming from %s step %d", run.checkpointer.directory,
-                     run.checkpointer.latest_step())
-        return run.checkpointer.restore(target, run.iterator)
+        # The newest readable step; unreadable ones are set aside with a warning, a
+        # checkpoint of another config is an error (never a silent fresh start).
+        state = run.checkpointer.restore(target, run.iterator)
+        logging.info("resumed from %s step %d", run.checkpointer.directory,
+                     int(jax.device_get(state.step)))
+        return state
 
     def init(key):
         init_key, rng = jax.random.split(key)
@@ -210,11 +216,37 @@ def write_samples(run: Run, state: TrainState, batch: dict, step: int, writer: A
     return path
 
 
+def append_metrics(workdir: str, step: int, scalars: dict) -> None:
+    """One JSON line per logged step in WORKDIR/metrics.jsonl, flushed at once: easy to
+    plot, and after a crash it still holds every step logged before it. A resumed run
+    appends the steps it redoes again (a killed run's last line may be cut short)."""
+    with open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8") as f:
+        f.write(json.dumps({"step": step, **scalars}) + "\n")
+
+
+def read_metrics(workdir: str) -> list[dict]:
+    """metrics.jsonl's records in file order, skipping a last line a crash cut short."""
+    path = os.path.join(workdir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return []
+    records = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                if line.endswith("\n"):  # a whole line that is not JSON: not ours
+                    raise ValueError(f"{path}: not a JSON line: {line[:80]!r}") from None
+    return records
+
+
 def train(config: Any, workdir: str, *, devices: list | None = None,
           on_step: Callable[[int, dict], None] | None = None) -> TrainState:
     """Trains (or resumes) the stage `config` selects until config.train.steps.
 
     `on_step(step, metrics)` is called after every step (tests record the loss).
+    On SIGTERM (a preemption notice) the loop saves a checkpoint after the current step
+    and returns early: the returned state's step is then below config.train.steps.
     """
     from imagen_jax.train.run_config import save_config
 
@@ -228,13 +260,36 @@ def train(config: Any, workdir: str, *, devices: list | None = None,
     writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
     hooks = [periodic_actions.ReportProgress(num_train_steps=total, writer=writer,
                                              every_steps=config.log.every_steps)]
+    bar = tqdm(total=total, initial=start, desc=f"train {config.stage}", unit="step",
+               disable=not config.log.get("progress_bar", True) or jax.process_index() > 0,
+               dynamic_ncols=True)
+    watch = PreemptionWatch()  # from here on a SIGTERM loses nothing
+    try:
+        state = _loop(run, state, start, writer, hooks, bar, watch, on_step)
+    finally:
+        watch.close()
+    bar.close()
+    run.checkpointer.wait()
+    writer.flush()
+    run.checkpointer.close()
+    done = int(jax.device_get(state.step))
+    if done < total:
+        message = (f"preempted (SIGTERM) at step {done} of {total}: checkpoint saved in "
+                   f"{run.checkpointer.directory}; run the same command to resume")
+        logging.warning(message)
+        print(message, file=sys.stderr, flush=True)
+    return state
+
+
+def _loop(run: Run, state: TrainState, start: int, writer: Any, hooks: list, bar: Any,
+          watch: PreemptionWatch, on_step: Callable[[int, dict], None] | None) -> TrainState:
+    """Steps from `start` to config.train.steps, or to the step a SIGTERM stops at."""
+    config = run.config
+    total = config.train.steps
     schedule = learning_rate_schedule(config.train)
     text_params = run.conditioner.params if run.conditioner is not None else None
     step_fn, flops, window = None, None, []
     last_time, last_step = time.perf_counter(), start
-    bar = tqdm(total=total, initial=start, desc=f"train {config.stage}", unit="step",
-               disable=not config.log.get("progress_bar", True) or jax.process_index() > 0,
-               dynamic_ncols=True)
     for step in range(start, total):
         batch = next(run.iterator)
         stage_batch = _stage_batch(batch)
@@ -266,15 +321,16 @@ def train(config: Any, workdir: str, *, devices: list | None = None,
             if flops:
                 scalars["flops_per_sec"] = flops * steps_per_sec
             writer.write_scalars(done, scalars)
+            if jax.process_index() == 0:
+                append_metrics(run.workdir, done, scalars)
             bar.set_postfix(loss=f"{mean['loss']:.4f}", img_s=f"{scalars['images_per_sec']:.0f}")
             window = []
         bar.update(1)
         every = config.log.sample_every_steps
         if every and (done % every == 0 or done == total):
             write_samples(run, state, batch, done, writer)
-        run.checkpointer.save(done, state, run.iterator, force=done == total)
-    bar.close()
-    run.checkpointer.wait()
-    writer.flush()
-    run.checkpointer.close()
+        stop = watch.stop_at(done)  # every process asks at every step (multi-host sync)
+        run.checkpointer.save(done, state, run.iterator, force=done == total or stop)
+        if stop:
+            break
     return state

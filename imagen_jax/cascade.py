@@ -14,8 +14,8 @@ from typing import Any, Callable, Sequence
 import jax
 import jax.numpy as jnp
 
-from imagen_jax.diffusion import SamplerSettings
-from imagen_jax.stages import BaseStage, SuperResolutionStage
+from imagen_jax.diffusion import SamplerSettings, check_guidance
+from imagen_jax.stages import BaseStage, SuperResolutionStage, check_aug_level
 
 # prompts -> (embeddings [B, L, D], mask [B, L]); e.g. imagen_jax.text.TextEncoder.
 TextEncodeFn = Callable[[Sequence[str]], tuple[jnp.ndarray, jnp.ndarray]]
@@ -28,6 +28,10 @@ class StageSampling:
     settings: SamplerSettings = SamplerSettings(sampler="ddim", steps=50, threshold="dynamic")
     guidance: float = 5.0
     aug_level: float = 0.0  # SR stages only: noise-conditioning augmentation at sampling
+
+    def __post_init__(self) -> None:
+        check_guidance(self.guidance)
+        check_aug_level(self.aug_level)
 
 
 @dataclasses.dataclass

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
+from typing import Any
 
 import numpy as np
 from PIL import Image
+
+# The most pixels `load_image` decodes: PIL's own decompression-bomb threshold
+# (about 89 million, e.g. 9459 x 9459), past which PIL only warns up to twice that.
+MAX_IMAGE_PIXELS = 89_478_485
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
@@ -77,13 +83,41 @@ def save_labelled_grid(images: np.ndarray, labels: list[str], path: str,
     return path
 
 
-def load_image(path: str, size: int | None = None) -> np.ndarray:
+def check_images(images: Any, channels: int = 3, name: str = "images") -> Any:
+    """`images` unchanged if it is a non-empty [B, H, W, channels] batch; ValueError
+    naming the shape otherwise. Checked before a model sees it: a wrong channel count
+    or an empty axis otherwise fails deep inside a compiled convolution or resize."""
+    shape = tuple(getattr(images, "shape", ()))
+    if len(shape) != 4 or shape[-1] != channels or 0 in shape:
+        raise ValueError(f"{name} must be a non-empty [batch, height, width, {channels}] "
+                         f"array, got shape {shape}")
+    return images
+
+
+def load_image(path: str, size: int | None = None, max_pixels: int = MAX_IMAGE_PIXELS
+               ) -> np.ndarray:
     """An image file as HWC float32 in [-1, 1] (RGB), optionally resized to size x size
-    (centre-cropped to a square first)."""
+    (centre-cropped to a square first).
+
+    The header's size is checked before any pixel is decoded: an image of more than
+    `max_pixels` pixels (a decompression bomb, or just far larger than any model here
+    reads) or with a zero side is refused with a ValueError.
+    """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"image not found: {path}")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+        raise ValueError(f"size must be a positive int or None, got {size!r}")
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings():  # PIL warns past its limit; we refuse instead
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            opened = Image.open(path)
+        with opened as im:
+            width, height = im.size
+            if width * height > max_pixels:
+                raise ValueError(f"{path}: image too large ({width}x{height} pixels, more "
+                                 f"than {max_pixels})")
+            if not width or not height:
+                raise ValueError(f"{path}: image is empty ({width}x{height} pixels)")
             im = im.convert("RGB")
             if size is not None:
                 side = min(im.size)
@@ -91,6 +125,8 @@ def load_image(path: str, size: int | None = None) -> np.ndarray:
                 im = im.crop((left, top, left + side, top + side))
                 im = im.resize((size, size), Image.BICUBIC)
             pixels = np.asarray(im, np.float32)
+    except Image.DecompressionBombError as e:  # PIL's check, in Image.open, comes first
+        raise ValueError(f"{path}: image too large ({e})") from None
     except OSError as e:  # PIL's UnidentifiedImageError is an OSError
         raise ValueError(f"{path}: not a readable image ({e})") from None
     return pixels / 127.5 - 1.0

@@ -29,8 +29,8 @@ import numpy as np
 from tqdm import tqdm
 
 from imagen_jax import image_io
-from imagen_jax.diffusion import (SamplerSettings, classifier_free_guidance, get_schedule,
-                                  sample)
+from imagen_jax.diffusion import (SamplerSettings, check_guidance, classifier_free_guidance,
+                                  get_schedule, sample)
 from imagen_jax.nn.tiny_convnet import TinyConvDenoiser
 
 _OUT = flags.DEFINE_string("out", "outputs/smoke.png", "Where to write the PNG grid.")
@@ -62,6 +62,7 @@ def smoke_sample(out: str, *, batch: int = 4, size: int = 32, settings: SamplerS
     """Samples `batch` images from a randomly initialised tiny model; writes PNGs."""
     if batch <= 0 or size <= 0:
         raise ValueError(f"batch and size must be positive, got batch={batch}, size={size}")
+    check_guidance(guidance)
     schedule = get_schedule(schedule_name, resolution=size)
     model = TinyConvDenoiser()
     init_key, cond_key, sample_key = jax.random.split(jax.random.PRNGKey(seed), 3)
@@ -103,10 +104,11 @@ def _explicit(flag) -> Any:
 
 
 def _prompts() -> list[str]:
+    from imagen_jax.sample_cascade import read_prompts_file
+
     prompts = list(_PROMPTS.value)
     if _PROMPTS_FILE.value:
-        with open(_PROMPTS_FILE.value, encoding="utf-8") as f:
-            prompts += [line.strip() for line in f if line.strip()]
+        prompts += read_prompts_file(_PROMPTS_FILE.value)
     return prompts
 
 

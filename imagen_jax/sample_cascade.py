@@ -14,7 +14,9 @@ import numpy as np
 
 from imagen_jax import image_io
 from imagen_jax.cascade import Cascade, CascadeStage, StageSampling
-from imagen_jax.diffusion import SamplerSettings
+from imagen_jax.diffusion import SamplerSettings, check_guidance
+from imagen_jax.stages import check_aug_level
+from imagen_jax.text.tokenizer import check_prompts
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,6 +30,16 @@ class Overrides:
     threshold: str | None = None
     percentile: float | None = None
     aug_level: float | None = None
+
+    def __post_init__(self) -> None:
+        """Checks the given options at once, before any stage is loaded or compiled."""
+        given = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        settings = {k: v for k, v in given.items() if k not in ("guidance", "aug_level")}
+        SamplerSettings(**settings)  # its defaults stand in for the options not given
+        if "guidance" in given:
+            check_guidance(self.guidance)
+        if "aug_level" in given:
+            check_aug_level(self.aug_level)
 
 
 def stage_sampling(config: Any, overrides: Overrides) -> StageSampling:
@@ -53,6 +65,16 @@ def load_stage(workdir: str, overrides: Overrides, ema: bool = True,
     return CascadeStage(stage, params, stage_sampling(config, overrides), text_encoder=encoder)
 
 
+def read_prompts_file(path: str) -> list[str]:
+    """The non-blank lines of a UTF-8 text file (a byte-order mark is tolerated), stripped."""
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            return [line.strip() for line in f if line.strip()]
+    except UnicodeDecodeError as err:  # else the message would not say which file
+        raise ValueError(f"{path}: not UTF-8 text ({err.reason}); save the prompts file "
+                         "as UTF-8") from None
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:48] or "empty"
 
@@ -74,9 +96,9 @@ def generate(cascade: Cascade, prompts: Sequence[str], *, seed: int = 0, batch_s
     uses the key fold_in(PRNGKey(seed), i): the same seed and batch size give the
     same images.
     """
+    prompts = check_prompts(prompts)  # a str is one prompt, not a list of characters
     if not prompts:
         raise ValueError("no prompts given")
-    prompts = list(prompts)
     per_stage: list[list[np.ndarray]] = [[] for _ in cascade.stages]
     for index, start in enumerate(range(0, len(prompts), batch_size)):
         chunk = prompts[start:start + batch_size]
@@ -109,14 +131,15 @@ def sample_to_files(workdirs: Sequence[str], prompts: Sequence[str], out_dir: st
     """Runs the cascade of `workdirs` (base first) and writes one PNG per prompt for the
     final stage (with captions.jsonl), each stage's labelled grid, and returns the
     written paths."""
+    prompts = check_prompts(prompts)  # before any stage is loaded
     if not prompts:
         raise ValueError("no prompts given")
     cascade = load_cascade(workdirs, overrides, ema)
-    outputs = cascade(list(prompts), jax.random.PRNGKey(seed), progress=progress)
+    outputs = cascade(prompts, jax.random.PRNGKey(seed), progress=progress)
     outputs = [np.asarray(jax.device_get(images)) for images in outputs]
     paths = write_captioned_pngs(outputs[-1], prompts, out_dir)
     for images in outputs:
         side = images.shape[1]
-        paths.append(image_io.save_labelled_grid(images, list(prompts),
+        paths.append(image_io.save_labelled_grid(images, prompts,
                                                  os.path.join(out_dir, f"grid_{side}.png")))
     return paths

@@ -15,18 +15,26 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import numbers
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from imagen_jax.diffusion import (SamplerSettings, classifier_free_guidance, diffusion_loss,
-                                  sample as run_sampler)
+from imagen_jax.diffusion import (SamplerSettings, check_guidance, classifier_free_guidance,
+                                  diffusion_loss, sample as run_sampler)
 from imagen_jax.diffusion.schedules import CosineSchedule, Schedule, alpha_sigma
 from imagen_jax.nn.unet import UNet, UNetConfig
 
 Batch = dict[str, jnp.ndarray]
+
+
+def check_aug_level(level: float) -> float:
+    """`level` as a float; ValueError unless it is a real number in [0, 1] (not NaN)."""
+    if isinstance(level, bool) or not isinstance(level, numbers.Real) or not 0.0 <= level <= 1.0:
+        raise ValueError(f"aug_level must be a number in [0, 1], got {level!r}")
+    return float(level)
 
 
 def drop_text(text: jnp.ndarray, mask: jnp.ndarray, key: jax.Array,
@@ -145,6 +153,7 @@ class BaseStage:
                settings: SamplerSettings = SamplerSettings(threshold="dynamic"),
                guidance: float = 5.0) -> jnp.ndarray:
         """Images [B, S, S, C] for text embeddings [B, L, D]; guidance w (1 = none)."""
+        check_guidance(guidance)
         if settings.prediction != self.prediction:
             settings = dataclasses.replace(settings, prediction=self.prediction)
         return self._sample_jit(params, text, text_mask, key, jnp.float32(guidance), {},
@@ -245,8 +254,8 @@ class SuperResolutionStage(BaseStage):
         """
         if lowres is None:
             raise ValueError("super-resolution sampling needs lowres=")
-        if not 0.0 <= aug_level <= 1.0:
-            raise ValueError(f"aug_level must be in [0, 1], got {aug_level}")
+        check_aug_level(aug_level)
+        check_guidance(guidance)
         if lowres.shape[0] != text.shape[0]:
             raise ValueError(f"lowres has batch {lowres.shape[0]}, text has {text.shape[0]}")
         if settings.prediction != self.prediction:

@@ -22,8 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from imagen_jax.text.checkpoint import (ConversionTable, convert_by_table, open_checkpoint,
-                                        param_dtype, param_shapes)
+from imagen_jax.text.checkpoint import (ConversionTable, check_model_type, convert_by_table,
+                                        open_checkpoint, param_dtype, param_shapes)
 from unclip_jax.clip import CLIP, OPENAI_MEAN, OPENAI_STD, CLIPConfig
 
 _BUFFERS = ("text_model.embeddings.position_ids", "vision_model.embeddings.position_ids")
@@ -139,6 +139,7 @@ def load_clip(path: str | os.PathLike, dtype: Any = jnp.float32) -> tuple[CLIPCo
     """Loads a local HF CLIPModel directory as `(config, params)` for `CLIP(config)`."""
     np_dtype = param_dtype(dtype)
     checkpoint = open_checkpoint(path)
+    check_model_type(checkpoint, ("clip",))
     pre_path = os.path.join(checkpoint.directory, "preprocessor_config.json")
     preprocessor = None
     if os.path.isfile(pre_path):

@@ -25,6 +25,7 @@ from typing import Any, Sequence
 import jax
 import jax.numpy as jnp
 
+from imagen_jax.image_io import check_images
 from imagen_jax.text.tokenizer import Tokenizer
 from unclip_jax.clip import CLIP, CLIPConfig
 
@@ -81,6 +82,7 @@ class FrozenCLIP:
 
     def encode_images(self, images: jnp.ndarray) -> jnp.ndarray:
         """z_i [B, E] for images [B, H, W, 3] in [-1, 1] (any size: CLIP resizes)."""
+        check_images(images)  # before the jitted tower: one clear line, not an XLA shape error
         return self._images(self.params, jnp.asarray(images, jnp.float32))
 
 

@@ -24,7 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from imagen_jax.diffusion import SamplerSettings
+from imagen_jax.diffusion import SamplerSettings, check_guidance, check_steps
+from imagen_jax.text.tokenizer import check_prompts
 from unclip_jax.clip import normalize
 from unclip_jax.conditioning import FrozenCLIP, load_frozen_clip
 from unclip_jax.latents import apply_text_diff, slerp, text_diff
@@ -35,8 +36,9 @@ INTERPOLATE_NOISE = ("fixed", "slerp", "fresh")
 
 def settings_from_config(config: Any, steps: int | None = None) -> SamplerSettings:
     s = config.sample
-    return SamplerSettings(sampler=s.sampler, steps=steps or s.steps, eta=s.eta,
-                           threshold=s.threshold, percentile=s.percentile,
+    # `is None`, not `or`: steps=0 is an error to report, not a request for the default.
+    return SamplerSettings(sampler=s.sampler, steps=s.steps if steps is None else steps,
+                           eta=s.eta, threshold=s.threshold, percentile=s.percentile,
                            prediction=config.diffusion.prediction)
 
 
@@ -48,6 +50,9 @@ class Loaded:
     params: Any
     settings: SamplerSettings
     guidance: float = 1.0
+
+    def __post_init__(self) -> None:
+        check_guidance(self.guidance)
 
 
 @dataclasses.dataclass
@@ -64,16 +69,17 @@ class UnclipPipeline:
     # -- building blocks ---------------------------------------------------------------
 
     def _caption(self, prompts: Sequence[str] | None, batch: int):
-        if prompts is None or not self.decode_with_caption:
-            prompts = [""] * batch
-        _, states, mask = self.clip.encode_prompts(list(prompts))
+        prompts = [""] * batch if prompts is None or not self.decode_with_caption \
+            else check_prompts(prompts)
+        _, states, mask = self.clip.encode_prompts(prompts)
         return states, mask
 
     def image_embeds_from_text(self, prompts: Sequence[str], key: jax.Array) -> jnp.ndarray:
         """Unit z_i [B, E] sampled by the prior (best-of-n by similarity to z_t)."""
         if self.prior is None:
             raise ValueError("this pipeline has no prior; load one to generate from text")
-        z_t, states, mask = self.clip.encode_prompts(list(prompts))
+        # check_prompts: a str is one prompt (list() would split it into characters).
+        z_t, states, mask = self.clip.encode_prompts(check_prompts(prompts))
         p = self.prior
         return p.stage.sample(p.params, states, mask, z_t, key, settings=p.settings,
                               guidance=p.guidance, best_of=self.best_of)
@@ -110,12 +116,14 @@ class UnclipPipeline:
     def variations(self, images: jnp.ndarray, num: int, key: jax.Array) -> list[jnp.ndarray]:
         """`num` decodings of each image's CLIP embedding with fresh noise: [B * num, ...]
         ordered image by image."""
+        if isinstance(num, bool) or not isinstance(num, int) or num < 1:
+            raise ValueError(f"num must be a positive int (variations per image), got {num!r}")
         z_i = jnp.repeat(self.image_embeds_from_images(images), num, axis=0)
         return self.decode(z_i, key)
 
     def _ddim(self, steps: int | None) -> SamplerSettings:
         s = self.decoder.settings
-        return SamplerSettings(sampler="ddim", steps=steps or s.steps, eta=0.0,
+        return SamplerSettings(sampler="ddim", steps=s.steps if steps is None else steps, eta=0.0,
                                prediction=s.prediction, threshold="none")
 
     def invert(self, images: jnp.ndarray, steps: int | None = None
@@ -193,6 +201,12 @@ def load_pipeline(decoder: str, *, prior: str | None = None, upsamplers: Sequenc
                   prior_guidance: float | None = None, best_of: int | None = None
                   ) -> UnclipPipeline:
     """The stack from training workdirs (decoder required; prior for text; upsamplers)."""
+    for steps in (decoder_steps, prior_steps, upsampler_steps):
+        if steps is not None:
+            check_steps(steps)  # here, before any workdir is read
+    for guidance in (decoder_guidance, prior_guidance):
+        if guidance is not None:
+            check_guidance(guidance)
     dec_config, dec = _loaded(decoder, decoder_steps, decoder_guidance)
     if not isinstance(dec.stage, DecoderStage):
         raise ValueError(f"{decoder} holds a {dec_config.stage!r} run, not unclip.decoder64")
@@ -209,4 +223,4 @@ def load_pipeline(decoder: str, *, prior: str | None = None, upsamplers: Sequenc
         if not isinstance(up.stage, UpsamplerStage):
             raise ValueError(f"{path} holds a {up_config.stage!r} run, not an unCLIP upsampler")
         ups.append(up)
-    return UnclipPipeline(clip, pri, dec, ups, best_of=best_of or pri_best)
+    return UnclipPipeline(clip, pri, dec, ups, best_of=pri_best if best_of is None else best_of)

@@ -23,8 +23,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from imagen_jax.diffusion import (SamplerSettings, classifier_free_guidance, ddim_invert,
-                                  diffusion_loss, sample as run_sampler)
+from imagen_jax.diffusion import (SamplerSettings, check_guidance, classifier_free_guidance,
+                                  ddim_invert, diffusion_loss, sample as run_sampler)
 from imagen_jax.diffusion.schedules import CosineSchedule, Schedule
 from imagen_jax.stages import BaseStage, SuperResolutionStage, _check_batch, downsample
 from imagen_jax.nn.unet import UNetConfig
@@ -136,6 +136,7 @@ class PriorStage:
         """Unit-norm z_i [B, E] for the caption's CLIP token states and z_t."""
         if best_of < 1:
             raise ValueError(f"best_of must be at least 1, got {best_of}")
+        check_guidance(guidance)
         settings = dataclasses.replace(settings, prediction="x0", threshold="none")
         return self._sample_jit(params, text, text_mask, text_embed, key,
                                 jnp.float32(guidance), settings, best_of)
@@ -197,6 +198,7 @@ class DecoderStage(BaseStage):
         """
         if image_embed is None:
             raise ValueError("decoder sampling needs image_embed= (CLIP image embeddings)")
+        check_guidance(guidance)
         if image_embed.shape[0] != text.shape[0]:
             raise ValueError(f"image_embed has batch {image_embed.shape[0]}, text has "
                              f"{text.shape[0]}")

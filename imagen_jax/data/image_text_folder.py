@@ -24,7 +24,7 @@ one index file the first entry for an image wins. Captions are stripped.
 
 Nothing is ever written into `source_dir`. Every image with a supported extension
 (case-insensitive) lands in exactly one of IMAGE_CATEGORIES (good, not_image,
-corrupt, too_large, too_small, missing_caption, empty_caption); caption-entry
+unreadable, corrupt, too_large, too_small, missing_caption, empty_caption); caption-entry
 problems are ENTRY_CATEGORIES. All are counted, logged in one summary line, and
 stored in `build_report.json` in the builder's `data_dir` (see
 `read_build_report`). In 'unconditional' mode an image with a missing or empty
@@ -40,6 +40,7 @@ earlier build.
 from __future__ import annotations
 
 import collections
+import contextlib
 import csv
 import dataclasses
 import hashlib
@@ -68,7 +69,9 @@ FILE_KEYS = ("file", "image")
 MAX_LISTED_PROBLEMS = 50
 
 # Exactly one of these per image file.
-IMAGE_CATEGORIES = ("good", "not_image", "corrupt", "too_large", "too_small",
+# `unreadable`: no permission, a dangling or looping symlink, or not a regular file
+# (a FIFO or device named like an image, which would block the build if opened).
+IMAGE_CATEGORIES = ("good", "not_image", "unreadable", "corrupt", "too_large", "too_small",
                     "missing_caption", "empty_caption")
 # Problems with caption entries (index lines, sidecars), counted separately.
 ENTRY_CATEGORIES = ("missing_file", "bad_caption_entry", "duplicate_entry",
@@ -306,7 +309,7 @@ def _read_jsonl(path: str, tally: _Tally) -> list[tuple[str, str]]:
     """(relative path, caption) pairs from captions.jsonl; bad lines are counted."""
     entries = []
     # utf-8-sig: tolerate the byte-order mark some Windows tools write.
-    with open(path, encoding="utf-8-sig") as f:
+    with _utf8_text(path) as f:
         for line_number, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -326,7 +329,7 @@ def _read_csv(path: str, tally: _Tally) -> list[tuple[str, str]]:
     """(relative path, caption) pairs from captions.csv; bad rows are counted."""
     entries = []
     # newline="" lets the csv module handle newlines inside quoted captions.
-    with open(path, encoding="utf-8-sig", newline="") as f:
+    with _utf8_text(path, newline="") as f:
         reader = csv.DictReader(f)
         header = reader.fieldnames or []
         if "caption" not in header or not any(key in header for key in FILE_KEYS):
@@ -341,6 +344,18 @@ def _read_csv(path: str, tally: _Tally) -> list[tuple[str, str]]:
             else:
                 entries.append(entry)
     return entries
+
+
+@contextlib.contextmanager
+def _utf8_text(path: str, newline: str | None = None) -> Iterator[Any]:
+    """An index file opened as UTF-8 text (a byte-order mark tolerated). Bytes that are
+    not UTF-8 stop the build with the file's name, not a bare codec error: a file
+    saved in another encoding has every caption suspect, not just one line."""
+    try:
+        with open(path, encoding="utf-8-sig", newline=newline) as f:
+            yield f
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text ({e.reason}); save it as UTF-8") from None
 
 
 def _entry_from_record(record: Mapping[str, Any]) -> tuple[str, str] | None:
@@ -369,6 +384,9 @@ def _normalize_entry_path(raw: Any) -> str | None:
 
 def _read_sidecar(path: str, rel: str, tally: _Tally) -> str | None:
     """The sidecar's stripped text; None (counted) if it is not readable UTF-8."""
+    if not os.path.isfile(path):  # e.g. a FIFO named a.txt: opening it would block
+        tally.add("bad_caption_entry", rel)
+        return None
     try:
         with open(path, encoding="utf-8-sig") as f:
             return f.read().strip()
@@ -395,7 +413,7 @@ def load_rgb(path: str, max_side: int | None = None) -> np.ndarray:
     Animated GIF/WebP files give their first frame.
 
     Raises:
-        ImageDecodeError: `reason` is 'not_image', 'corrupt' or 'too_large'.
+        ImageDecodeError: `reason` is 'not_image', 'unreadable', 'corrupt' or 'too_large'.
     """
     return np.asarray(_downscale(_decode(path), max_side), dtype=np.uint8)
 
@@ -407,17 +425,32 @@ def _decode(path: str) -> Image.Image:
         # come back partly grey and be stored as if they were fine.
         raise RuntimeError("image_text_folder needs PIL.ImageFile.LOAD_TRUNCATED_IMAGES "
                            "to be False so that truncated images are detected")
+    _check_regular_file(path)
     try:
         with Image.open(path) as img:
             img.load()  # Only decoding everything finds truncated or damaged data.
             return _to_rgb(ImageOps.exif_transpose(img))
     except Image.DecompressionBombError as e:
         raise ImageDecodeError("too_large", path, str(e)) from e
+    except PermissionError as e:
+        raise ImageDecodeError("unreadable", path, f"{type(e).__name__}: {e}") from e
     except (Image.UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         # PIL cannot identify a damaged header either, so "broken image" and "no
         # image at all" are told apart by the file's first bytes.
         reason = "corrupt" if _has_image_signature(path) else "not_image"
         raise ImageDecodeError(reason, path, f"{type(e).__name__}: {e}") from e
+
+
+def _check_regular_file(path: str) -> None:
+    """ImageDecodeError('unreadable') unless `path` is (a symlink to) a regular file.
+
+    os.walk lists FIFOs, sockets, devices and broken or looping symlinks among the
+    files; opening a FIFO blocks until something writes to it, which would hang
+    the build, so they are reported without being opened.
+    """
+    if not os.path.isfile(path):
+        what = "a dangling or looping symlink" if os.path.islink(path) else "not a regular file"
+        raise ImageDecodeError("unreadable", path, what)
 
 
 def _has_image_signature(path: str) -> bool:

@@ -1,11 +1,12 @@
 """Diffusion math shared by every stage of imagen_jax and unclip_jax."""
 
-from imagen_jax.diffusion.guidance import classifier_free_guidance, guided_prediction
+from imagen_jax.diffusion.guidance import (
+    check_guidance, classifier_free_guidance, guided_prediction)
 from imagen_jax.diffusion.losses import diffusion_loss, min_snr_weight
 from imagen_jax.diffusion.parameterization import (
     PREDICTIONS, eps_from_x0, from_x0_eps, q_sample, target, to_x0_eps)
 from imagen_jax.diffusion.samplers import (
-    SAMPLERS, SamplerSettings, ddim_invert, ddim_step, ddpm_step, sample)
+    SAMPLERS, SamplerSettings, check_steps, ddim_invert, ddim_step, ddpm_step, sample)
 from imagen_jax.diffusion.schedules import (
     SCHEDULE_NAMES, CosineSchedule, DiscreteSchedule, LinearSchedule, alpha_sigma,
     discrete_betas, get_schedule, shifted_cosine)

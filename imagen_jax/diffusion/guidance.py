@@ -13,6 +13,8 @@ the accelerator busy instead of running two half-sized calls.
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Any, Callable
 
 import jax
@@ -22,6 +24,20 @@ import jax.numpy as jnp
 ConditionalModelFn = Callable[[jnp.ndarray, jnp.ndarray, Any], jnp.ndarray]
 # denoise_fn(z, logsnr) -> prediction: what the samplers consume.
 DenoiseFn = Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray]
+
+
+def check_guidance(weight: float) -> float:
+    """`weight` as a float; ValueError unless it is a finite real number >= 0.
+
+    Checked before sampling compiles: NaN or inf would turn every pixel NaN without
+    an error (the sampler is one compiled loop), and w < 0 pushes away from the
+    prompt beyond the unconditional model, which no guidance setting is meant to do.
+    """
+    if isinstance(weight, bool) or not isinstance(weight, numbers.Real) \
+            or not math.isfinite(weight) or weight < 0:
+        raise ValueError(f"guidance must be a finite number >= 0 (1 = no guidance, "
+                         f"0 = unconditional), got {weight!r}")
+    return float(weight)
 
 
 def guided_prediction(cond_pred: jnp.ndarray, uncond_pred: jnp.ndarray,

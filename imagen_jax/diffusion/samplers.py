@@ -34,6 +34,13 @@ from imagen_jax.diffusion.schedules import Schedule, alpha_sigma
 SAMPLERS = ("ddpm", "ddim")
 
 
+def check_steps(steps: int) -> int:
+    """`steps` unchanged; ValueError unless it is a positive int (not a bool or float)."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps <= 0:
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    return steps
+
+
 @dataclasses.dataclass(frozen=True)
 class SamplerSettings:
     """How to sample; validated on construction so that bad input fails early.
@@ -53,8 +60,7 @@ class SamplerSettings:
     def __post_init__(self):
         if self.sampler not in SAMPLERS:
             raise ValueError(f"unknown sampler {self.sampler!r}; expected one of {SAMPLERS}")
-        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps <= 0:
-            raise ValueError(f"steps must be a positive integer, got {self.steps!r}")
+        check_steps(self.steps)
         if not 0.0 <= self.eta <= 1.0:
             raise ValueError(f"eta must be in [0, 1], got {self.eta}")
         parameterization.check_prediction(self.prediction)

@@ -3,7 +3,8 @@
 from imagen_jax.text.checkpoint import Checkpoint, SafetensorsFile, open_checkpoint, take
 from imagen_jax.text.encoder import TextEncoder
 from imagen_jax.text.t5_convert import convert_t5_encoder, load_t5_encoder
-from imagen_jax.text.tokenizer import TokenizedBatch, Tokenizer, train_sentencepiece
+from imagen_jax.text.tokenizer import (TokenizedBatch, Tokenizer, check_prompts,
+                                      train_sentencepiece)
 
 __all__ = [
     "Checkpoint",
@@ -11,6 +12,7 @@ __all__ = [
     "TextEncoder",
     "TokenizedBatch",
     "Tokenizer",
+    "check_prompts",
     "convert_t5_encoder",
     "load_t5_encoder",
     "open_checkpoint",

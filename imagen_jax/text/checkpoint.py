@@ -233,6 +233,16 @@ def take(tensors: Mapping[str, np.ndarray], name: str, shape: Sequence[int],
     return array
 
 
+def check_model_type(checkpoint: Checkpoint, expected: Sequence[str]) -> None:
+    """ValueError if config.json names a `model_type` other than `expected` (e.g. a BERT
+    directory offered as T5), before its keys are misread. A config without the key
+    (written by hand, or by an old `transformers`) is left to the field checks."""
+    model_type = checkpoint.config.get("model_type")
+    if model_type is not None and model_type not in expected:
+        raise ValueError(f"{os.path.join(checkpoint.directory, CONFIG_FILE)}: model_type "
+                         f"{model_type!r} is not a {' / '.join(map(repr, expected))} checkpoint")
+
+
 def open_checkpoint(directory: str | os.PathLike) -> Checkpoint:
     """Opens a local Hugging Face checkpoint directory (config.json + safetensors)."""
     return Checkpoint(directory)

@@ -18,7 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
-from imagen_jax.text.tokenizer import TokenizedBatch, _check_max_length, _check_prompts
+from imagen_jax.text.tokenizer import TokenizedBatch, _check_max_length, check_prompts
 
 logger = logging.getLogger(__name__)
 TOKENIZER_JSON = "tokenizer.json"
@@ -53,7 +53,7 @@ class HFTokenizer:
         return self._tok.get_vocab_size(with_added_tokens=True)
 
     def encode(self, prompts: str | Sequence[str]) -> TokenizedBatch:
-        prompts = _check_prompts(prompts)
+        prompts = check_prompts(prompts)
         n, length = len(prompts), self.max_length
         ids = np.full((n, length), self.pad_id, np.int32)
         mask = np.zeros((n, length), bool)

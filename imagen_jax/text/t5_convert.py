@@ -21,14 +21,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from imagen_jax.nn.t5 import T5Config, T5Encoder
-from imagen_jax.text.checkpoint import (Checkpoint, convert_by_table, open_checkpoint,
-                                        param_dtype, param_shapes)
+from imagen_jax.text.checkpoint import (Checkpoint, check_model_type, convert_by_table,
+                                        open_checkpoint, param_dtype, param_shapes)
 
 Path = tuple[str, ...]
 # Flax path -> (HF tensor name, HF shape, HF array -> Flax array)
 Table = dict[Path, tuple[str, tuple[int, ...], Callable[[np.ndarray], np.ndarray]]]
 
 _EMBEDDING_NAMES = ("shared.weight", "encoder.embed_tokens.weight")
+# config.json model_type values whose encoder is the T5 this converter reads (mT5 is
+# T5 v1.1 with a larger vocabulary).
+T5_MODEL_TYPES = ("t5", "mt5")
 
 
 def expected_param_shapes(config: T5Config) -> dict[Path, tuple[int, ...]]:
@@ -110,6 +113,7 @@ def load_t5_encoder(path: str | os.PathLike, dtype: Any = jnp.float32
     """
     np_dtype = param_dtype(dtype)
     checkpoint = open_checkpoint(path)
+    check_model_type(checkpoint, T5_MODEL_TYPES)
     try:
         config = T5Config.from_hf_dict(checkpoint.config)
     except (TypeError, ValueError) as err:

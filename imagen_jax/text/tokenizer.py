@@ -4,7 +4,8 @@ Each prompt becomes its pieces followed by EOS, padded with pad id 0 to
 `max_length`, or cut to `max_length - 1` pieces + EOS. Cutting a prompt changes what
 the image is conditioned on, so it is reported: per-prompt `truncated` flags and a
 logged warning. An empty (or whitespace-only) prompt becomes all padding with an
-all-False mask: the null condition that classifier-free guidance drops to.
+all-False mask: the null condition that classifier-free guidance drops to. Control
+characters count as spaces (`check_prompts`), so a prompt of only those is empty too.
 """
 
 from __future__ import annotations
@@ -35,16 +36,43 @@ class TokenizedBatch:
     truncated: np.ndarray
 
 
-def _check_prompts(prompts: str | Sequence[str]) -> list[str]:
+# Control characters (Unicode category Cc: C0, DEL, C1) -> space. A NUL or a terminal
+# colour escape pasted into a prompt is noise, not words: SentencePiece would give it an
+# <unk> piece and byte-level BPE a byte token, conditioning the image on garbage. Tabs
+# and newlines are Cc too; as spaces they separate words exactly as before.
+_CONTROL_TO_SPACE = {c: " " for c in (*range(0x20), *range(0x7F, 0xA0))}
+
+
+def _not_str(what: str, value: object) -> TypeError:
+    hint = " (decode bytes to str first)" if isinstance(value, (bytes, bytearray)) else ""
+    return TypeError(f"{what}, got {type(value).__name__}{hint}")
+
+
+def check_prompts(prompts: str | Sequence[str]) -> list[str]:
+    """The prompts as a list of str (a str is a batch of one), control characters
+    replaced by spaces; TypeError / ValueError naming the bad prompt's index.
+
+    `bytes` are refused rather than guessed at: decode them first (their encoding is
+    the caller's to know). A str holding lone surrogates (what Python makes of
+    undecodable bytes on a command line or in a file opened with 'surrogateescape')
+    cannot be encoded as UTF-8 for the tokenizer, and is refused too.
+    """
     if isinstance(prompts, str):
-        return [prompts]
-    if isinstance(prompts, (bytes, bytearray)) or not isinstance(prompts, Sequence):
-        raise TypeError(f"prompts must be a str or a sequence of str, got "
-                        f"{type(prompts).__name__}")
+        prompts = [prompts]
+    elif isinstance(prompts, (bytes, bytearray)) or not isinstance(prompts, Sequence):
+        raise _not_str("prompts must be a str or a sequence of str", prompts)
+    checked = []
     for i, prompt in enumerate(prompts):
         if not isinstance(prompt, str):
-            raise TypeError(f"prompts[{i}] must be a str, got {type(prompt).__name__}")
-    return list(prompts)
+            raise _not_str(f"prompts[{i}] must be a str", prompt)
+        try:
+            prompt.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise ValueError(f"prompts[{i}] is not valid text: {prompt[err.start]!r} at "
+                             f"position {err.start} cannot be encoded as UTF-8 (undecodable "
+                             "input bytes?)") from None
+        checked.append(prompt.translate(_CONTROL_TO_SPACE))
+    return checked
 
 
 def _check_max_length(max_length: int) -> int:
@@ -89,7 +117,7 @@ class Tokenizer:
 
     def encode(self, prompts: str | Sequence[str]) -> TokenizedBatch:
         """Tokenizes a prompt or a batch of prompts to [B, max_length] ids and mask."""
-        prompts = _check_prompts(prompts)
+        prompts = check_prompts(prompts)
         n, length = len(prompts), self.max_length
         ids = np.full((n, length), PAD_ID, dtype=np.int32)
         truncated = np.zeros((n,), dtype=bool)
@@ -135,7 +163,7 @@ def train_sentencepiece(captions: Sequence[str], output_path: str | os.PathLike,
     `hard_vocab_limit=False` lets training stop there instead of failing. The file
     is written atomically (temp file, then rename) and its path returned.
     """
-    captions = _check_prompts(captions)
+    captions = check_prompts(captions)
     if not any(c.strip() for c in captions):
         raise ValueError("captions must contain at least one non-empty caption")
     if isinstance(vocab_size, bool) or not isinstance(vocab_size, (int, np.integer)) \

@@ -3,11 +3,15 @@ with one line that names the field."""
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Any
 
 import jax
 
+from imagen_jax.diffusion import SamplerSettings, check_guidance
 from imagen_jax.parallel.mesh import mesh_shape
+from imagen_jax.stages import check_aug_level
 
 KNOWN_STAGES = ("imagen.base64", "imagen.sr256", "imagen.sr1024", "unclip.clip",
                 "unclip.prior", "unclip.decoder64", "unclip.upsample256",
@@ -45,6 +49,9 @@ def validate_config(config: Any, device_count: int | None = None,
     if config.train.nonfinite not in ("error", "skip"):
         raise ConfigError(f"config.train.nonfinite must be 'error' or 'skip', got "
                           f"{config.train.nonfinite!r}")
+    _validate_numbers(config)
+    if config.stage != "unclip.clip":  # CLIP is trained, never sampled
+        _validate_sample(config.sample)
     if config.stage in SUPER_RESOLUTION_STAGES:
         low = config.lowres_size
         if low <= 0 or config.image_size % low:
@@ -87,3 +94,36 @@ def _validate_unclip(config: Any) -> None:
     if kind == "clip" and config.model.max_length < config.text.max_length:
         raise ConfigError(f"config.text.max_length {config.text.max_length} exceeds "
                           f"config.model.max_length {config.model.max_length}")
+
+
+def _validate_numbers(config: Any) -> None:
+    """Numbers that would otherwise fail only after compiling (a NaN learning rate
+    is first seen as a non-finite loss; log.every_steps=0 divides by zero at step 1)."""
+    rate = config.train.learning_rate
+    if not (_is_real(rate) and math.isfinite(rate) and rate > 0):
+        raise ConfigError(f"config.train.learning_rate must be a finite number > 0, got {rate!r}")
+    decay = config.train.ema_decay
+    if not (_is_real(decay) and 0.0 <= decay < 1.0):
+        raise ConfigError(f"config.train.ema_decay must be in [0, 1), got {decay!r}")
+    for field, value, minimum in (("train.warmup_steps", config.train.warmup_steps, 0),
+                                  ("log.every_steps", config.log.every_steps, 1),
+                                  ("log.sample_every_steps", config.log.sample_every_steps, 0)):
+        if not (_is_real(value) and value == int(value) and value >= minimum):
+            raise ConfigError(f"config.{field} must be an int >= {minimum}, got {value!r}")
+
+
+def _validate_sample(sample: Any) -> None:
+    """config.sample: the defaults of every later sampling run of this stage."""
+    try:
+        SamplerSettings(sampler=sample.sampler, steps=sample.steps, eta=sample.eta,
+                        threshold=sample.threshold, percentile=sample.percentile)
+        check_guidance(sample.guidance)
+        check_aug_level(sample.aug_level)
+    except ValueError as e:
+        raise ConfigError(f"config.sample: {e}") from None
+    if sample.get("best_of", 1) < 1:
+        raise ConfigError(f"config.sample.best_of must be at least 1, got {sample.best_of}")
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)

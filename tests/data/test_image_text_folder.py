@@ -224,8 +224,8 @@ def csv_build(folders, snapshots, data_dir):
 def test_report_counts_every_problem(skip_build):
     report = read_build_report(skip_build)
     assert report["counts"] == {
-        "good": 9, "not_image": 2, "corrupt": 2, "too_large": 0, "too_small": 1,
-        "missing_caption": 1, "empty_caption": 1, "unconditional": 0,
+        "good": 9, "not_image": 2, "unreadable": 0, "corrupt": 2, "too_large": 0,
+        "too_small": 1, "missing_caption": 1, "empty_caption": 1, "unconditional": 0,
         "missing_file": 0, "bad_caption_entry": 0, "duplicate_entry": 0, "shadowed_caption": 0,
     }
     assert report["num_images"] == 16

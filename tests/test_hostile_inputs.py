@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import given, settings, strategies as st
 
 from configs import imagen, unclip
 from imagen_jax import image_io
@@ -696,8 +696,8 @@ def test_build_counts_unreadable_files_and_finishes(tmp_path):
 
 # --------------------------------------------------------------------------- properties
 
-FAST = settings(max_examples=75, deadline=None,
-                suppress_health_check=[HealthCheck.function_scoped_fixture])
+# No example database: nothing is written into the checkout (.hypothesis/).
+FAST = settings(max_examples=75, deadline=None, database=None)
 
 
 def _check_layout(tokenizer, batch, n: int) -> None:

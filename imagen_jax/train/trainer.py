@@ -224,6 +224,18 @@ def append_metrics(workdir: str, step: int, scalars: dict) -> None:
         f.write(json.dumps({"step": step, **scalars}) + "\n")
 
 
+def drop_partial_metrics_line(workdir: str) -> None:
+    """Cuts a last line that a killed run left unfinished, so the resumed run's first
+    line starts on a line of its own."""
+    path = os.path.join(workdir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return
+    with open(path, "rb+") as f:
+        data = f.read()
+        if data and not data.endswith(b"\n"):
+            f.truncate(data.rfind(b"\n") + 1)
+
+
 def read_metrics(workdir: str) -> list[dict]:
     """metrics.jsonl's records in file order, skipping a last line a crash cut short."""
     path = os.path.join(workdir, "metrics.jsonl")
@@ -254,6 +266,7 @@ def train(config: Any, workdir: str, *, devices: list | None = None,
     run = setup(config, workdir, devices)
     if jax.process_index() == 0:  # beside the checkpoints: samplers rebuild the stage from it
         save_config(config, workdir)
+        drop_partial_metrics_line(workdir)
     state = initial_state(run)
     start = int(jax.device_get(state.step))
     total = config.train.steps

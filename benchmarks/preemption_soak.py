@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import glob
 import json
 import os
@@ -175,7 +176,7 @@ def soak(workdir: str, *, kills: int, sigterms: int, steps: int, seed: int = 0,
     """Runs the reference and the interrupted run; returns the report (see module doc)."""
     import numpy as np  # noqa: PLC0415
 
-    say = print if verbose else (lambda *a, **k: None)
+    say = functools.partial(print, flush=True) if verbose else (lambda *a, **k: None)
     rng = random.Random(seed)
     data_dir = os.path.join(workdir, "tfds")
     reference, soaked = os.path.join(workdir, "reference"), os.path.join(workdir, "soaked")

@@ -60,10 +60,16 @@ if [ -z "$port" ]; then  # a port the OS says is free now; the coordinator binds
   fi
 fi
 
+# Each process's fake device count, then the caller's other XLA flags (kept: e.g. a
+# test suite's compile settings).
+xla_flags="--xla_force_host_platform_device_count=$devices_per_process"
+user_flags="$(sed -E 's/--xla_force_host_platform_device_count=[0-9]+//g; s/^ +| +$//g' <<< "${XLA_FLAGS:-}")"
+[ -n "$user_flags" ] && xla_flags="$xla_flags $user_flags"
+
 # One process's command, as words (main's flags may contain spaces).
 process_command() {
   local i="$1"; shift
-  cmd=(env JAX_PLATFORMS=cpu "XLA_FLAGS=--xla_force_host_platform_device_count=$devices_per_process"
+  cmd=(env JAX_PLATFORMS=cpu "XLA_FLAGS=$xla_flags"
        "$python" -m imagen_jax.main "$@" "--coordinator_address=127.0.0.1:$port"
        "--num_processes=$num_processes" "--process_id=$i" "--heartbeat_timeout=$heartbeat")
 }

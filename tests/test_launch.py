@@ -89,7 +89,13 @@ def test_local_multihost_binds_localhost_with_one_id_per_process():
                         "--", f"--config={CONFIG}", "--workdir=/tmp/run")
     assert len(commands) == 3
     for i, cmd in enumerate(commands):
-        assert "XLA_FLAGS=--xla_force_host_platform_device_count=2" in cmd
+        # Its own device count, the caller's other flags kept (this suite's: 8 devices
+        # dropped, backend optimisation level kept).
+        xla = [w for w in cmd if w.startswith("XLA_FLAGS=")]
+        assert len(xla) == 1 and xla[0].split()[0] == (
+            "XLA_FLAGS=--xla_force_host_platform_device_count=2"), xla
+        assert "device_count=8" not in xla[0]
+        assert "--xla_backend_optimization_level=0" in xla[0].split()
         flags = _main_flags(cmd)
         assert f"--config={CONFIG}" in flags
         assert "--coordinator_address=127.0.0.1:PORT" in flags

@@ -60,7 +60,9 @@ def _flags(data_dir: str, workdir: str, **extra) -> list[str]:
 
 def _env(xla_cache: str) -> dict:
     env = dict(os.environ)
-    env.pop("XLA_FLAGS", None)  # the launcher sets each process's device count
+    # The launcher sets each process's device count and keeps the other flags: XLA's
+    # backend optimisations off, as in this process (tests/conftest.py).
+    env["XLA_FLAGS"] = "--xla_backend_optimization_level=0"
     env.update(PYTHON=sys.executable, PYTHONPATH=REPO, JAX_COMPILATION_CACHE_DIR=xla_cache,
                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="1")
     return env
@@ -190,7 +192,8 @@ def test_killing_one_process_stops_the_other_with_an_error(data_dir, xla_cache, 
         port = s.getsockname()[1]
     workdir = str(tmp_path / "killed")
     env = _env(xla_cache)
-    env.update(JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    env.update(JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2 "
+               "--xla_backend_optimization_level=0")
     procs, logs = [], []
     try:
         for i in range(2):

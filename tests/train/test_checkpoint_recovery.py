@@ -49,6 +49,17 @@ def trained(tmp_path_factory):
     return data_dir, workdir, step2
 
 
+@pytest.fixture(scope="module")
+def target(trained):
+    """This run's train state as restore targets, and its input iterator (built once:
+    a setup() per case would rebuild the input pipeline each time)."""
+    data_dir, workdir, _ = trained
+    run = setup(_config(data_dir), workdir, devices=ONE)
+    run.checkpointer.close()
+    return ckpt_lib.abstract_with_shardings(run.abstract_state, run.state_shardings), \
+        run.iterator
+
+
 def _copy(trained, tmp_path):
     data_dir, workdir, step2 = trained
     copy = str(tmp_path / "run")
@@ -56,12 +67,15 @@ def _copy(trained, tmp_path):
     return data_dir, copy, step2
 
 
-def _restore(data_dir, workdir, **config):
-    run = setup(_config(data_dir, **config), workdir, devices=ONE)
+def _restore(target, workdir):
+    """What initial_state does with a workdir that has checkpoints."""
+    abstract_state, iterator = target
+    checkpointer = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), save_every=1,
+                                         keep=3, async_save=False)
     try:
-        return initial_state(run)
+        return checkpointer.restore(abstract_state, iterator)
     finally:
-        run.checkpointer.close()
+        checkpointer.close()
 
 
 def _delete_array_files(step_dir):
@@ -107,12 +121,12 @@ def _empty(step_dir):
     (_empty, r"Unknown key: state"),
 ], ids=["array-files-deleted", "array-files-truncated", "state-metadata-deleted",
         "ocdbt-manifest-deleted", "iterator-item-deleted", "iterator-truncated", "emptied"])
-def test_unreadable_latest_step_falls_back_to_the_previous_one(trained, tmp_path, caplog,
-                                                               corrupt, reason):
+def test_unreadable_latest_step_falls_back_to_the_previous_one(trained, target, tmp_path,
+                                                               caplog, corrupt, reason):
     data_dir, workdir, step2 = _copy(trained, tmp_path)
     corrupt(os.path.join(workdir, "checkpoints", "3"))
     with caplog.at_level(logging.WARNING):
-        state = _restore(data_dir, workdir)
+        state = _restore(target, workdir)
     assert int(state.step) == 2
     for a, b in zip(jax.tree.leaves(jax.device_get(state.params)), jax.tree.leaves(step2)):
         np.testing.assert_array_equal(a, b)
@@ -126,12 +140,12 @@ def test_unreadable_latest_step_falls_back_to_the_previous_one(trained, tmp_path
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["1", "2"]
 
 
-def test_no_readable_step_is_an_error_not_a_fresh_start(trained, tmp_path):
+def test_no_readable_step_is_an_error_not_a_fresh_start(trained, target, tmp_path):
     data_dir, workdir, _ = _copy(trained, tmp_path)
     for step in ("1", "2", "3"):
         _delete_array_files(os.path.join(workdir, "checkpoints", step))
     with pytest.raises(ckpt_lib.UnreadableCheckpointError) as e:
-        _restore(data_dir, workdir)
+        _restore(target, workdir)
     message = str(e.value)
     assert "\n" not in message
     assert message.startswith(f"no readable checkpoint in {workdir}/checkpoints (step 3: ")
@@ -140,8 +154,10 @@ def test_no_readable_step_is_an_error_not_a_fresh_start(trained, tmp_path):
 
 def test_checkpoint_of_another_config_is_an_error_naming_the_array(trained, tmp_path):
     data_dir, workdir, _ = _copy(trained, tmp_path)
+    run = setup(_config(data_dir, channels=(8, 32)), workdir, devices=ONE)
     with pytest.raises(ckpt_lib.CheckpointMismatchError) as e:
-        _restore(data_dir, workdir, channels=(8, 32))
+        initial_state(run)  # the trainer's own path: an error, not a fresh init
+    run.checkpointer.close()
     message = str(e.value)
     assert "\n" not in message
     assert "step 3 was written for a different model or optimiser" in message
@@ -150,13 +166,13 @@ def test_checkpoint_of_another_config_is_an_error_naming_the_array(trained, tmp_
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["1", "2", "3"]
 
 
-def test_half_written_step_of_a_killed_save_is_ignored_and_removed(trained, tmp_path):
+def test_half_written_step_of_a_killed_save_is_ignored_and_removed(trained, target, tmp_path):
     data_dir, workdir, step2 = _copy(trained, tmp_path)
     checkpoints = os.path.join(workdir, "checkpoints")
     # What a kill during an async save leaves: the step's temporary directory.
     shutil.move(os.path.join(checkpoints, "3"),
                 os.path.join(checkpoints, "3.orbax-checkpoint-tmp-1234567"))
-    state = _restore(data_dir, workdir)
+    state = _restore(target, workdir)
     assert int(state.step) == 2
     assert sorted(os.listdir(checkpoints)) == ["1", "2"]
 

@@ -9,7 +9,9 @@ mesh spanning both, each reading only its half of the data. Independent referenc
   (b) the checkpoint the two processes wrote together restores in one process onto
       a different mesh (fsdp 8) and equals the reference's final state;
   (c) when one process is killed mid-run, the other stops with an error naming the
-      lost peer within a bounded time instead of hanging in a collective.
+      lost peer within a bounded time instead of hanging in a collective;
+  (d) SIGTERM to one process (a preemption notice) stops both after the same step,
+      saved, with exit status 143.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import pytest
 import tensorflow as tf
 
 from configs import imagen
+from imagen_jax.train import checkpoint as ckpt_lib
 from imagen_jax.train import trainer
 from imagen_jax.train.trainer import initial_state, setup, train
 
@@ -156,7 +159,6 @@ def test_checkpoint_restores_in_one_process_on_another_mesh(two_process_run, ref
     config = _config(data_dir)
     config.mesh.update(data=1, fsdp=8, tensor=1)
     run = setup(config, workdir)  # all 8 devices of this one process
-    from imagen_jax.train import checkpoint as ckpt_lib
     target = ckpt_lib.abstract_with_shardings(run.abstract_state, run.state_shardings)
     restored = run.checkpointer.restore(target)  # state only: the data shards were per process
     assert int(restored.step) == STEPS
@@ -185,33 +187,74 @@ def test_checkpoint_restores_in_one_process_on_another_mesh(two_process_run, ref
     np.testing.assert_array_equal(np.asarray(got.rng), np.asarray(ref.rng))
 
 
-def test_killing_one_process_stops_the_other_with_an_error(data_dir, xla_cache, tmp_path):
+def _start_two_processes(data_dir, xla_cache, tmp_path, name):
+    """Both processes of a long 2-process run, started directly (their PIDs are needed)."""
     import socket
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    workdir = str(tmp_path / "killed")
+    workdir = str(tmp_path / name)
     env = _env(xla_cache)
     env.update(JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2 "
                "--xla_backend_optimization_level=0")
     procs, logs = [], []
+    for i in range(2):
+        log = open(tmp_path / f"{name}_process_{i}.log", "w+")
+        cmd = [sys.executable, "-m", "imagen_jax.main",
+               *_flags(data_dir, workdir, **{"train.steps": 100000,
+                                             "checkpoint.every_steps": 100000}),
+               f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
+               f"--process_id={i}", f"--heartbeat_timeout={HEARTBEAT_S}"]
+        procs.append(subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log,
+                                      stderr=subprocess.STDOUT))
+        logs.append(log)
+    return workdir, procs, logs
+
+
+def _wait_for_steps(workdir, procs, steps):
+    """Until process 0 has logged `steps` steps in metrics.jsonl."""
+    deadline = time.monotonic() + 600
+    while len(trainer.read_metrics(workdir)) < steps:
+        assert time.monotonic() < deadline, "the 2-process run never started training"
+        assert all(p.poll() is None for p in procs), "a process exited too early"
+        time.sleep(0.2)
+
+
+def _stop_all(procs, logs):
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+        p.wait()
+    for log in logs:
+        log.close()
+
+
+def test_sigterm_to_one_process_stops_both_at_one_saved_step(data_dir, xla_cache, tmp_path):
+    """A preemption notice reaches one host; jax's preemption service makes every
+    process stop after the same step, which is saved (trainer: PreemptionWatch)."""
+    workdir, procs, logs = _start_two_processes(data_dir, xla_cache, tmp_path, "preempted")
     try:
-        for i in range(2):
-            log = open(tmp_path / f"process_{i}.log", "w+")
-            cmd = [sys.executable, "-m", "imagen_jax.main",
-                   *_flags(data_dir, workdir, **{"train.steps": 100000,
-                                                 "checkpoint.every_steps": 100000}),
-                   f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
-                   f"--process_id={i}", f"--heartbeat_timeout={HEARTBEAT_S}"]
-            procs.append(subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log,
-                                          stderr=subprocess.STDOUT))
-            logs.append(log)
+        _wait_for_steps(workdir, procs, 2)
+        procs[1].send_signal(signal.SIGTERM)
+        codes = [p.wait(timeout=300) for p in procs]
+        outputs = []
+        for log in logs:
+            log.seek(0)
+            outputs.append(log.read())
+        assert codes == [143, 143], [o[-2000:] for o in outputs]
+        last = trainer.read_metrics(workdir)[-1]["step"]
+        for output in outputs:
+            assert f"preempted (SIGTERM) at step {last} of 100000" in output
+        assert ckpt_lib.checkpoint_steps(workdir)[-1] == last
+    finally:
+        _stop_all(procs, logs)
+
+
+def test_killing_one_process_stops_the_other_with_an_error(data_dir, xla_cache, tmp_path):
+    workdir, procs, logs = _start_two_processes(data_dir, xla_cache, tmp_path, "killed")
+    try:
         # Wait until both train (process 0 writes a loss every step), then kill 1.
-        deadline = time.monotonic() + 600
-        while len(_tensorboard_losses(workdir)) < 2:
-            assert time.monotonic() < deadline, "the 2-process run never started training"
-            assert all(p.poll() is None for p in procs), "a process exited before the kill"
-            time.sleep(2)
+        _wait_for_steps(workdir, procs, 2)
         procs[1].send_signal(signal.SIGKILL)
         killed_at = time.monotonic()
         bound = HEARTBEAT_S + 90
@@ -230,9 +273,4 @@ def test_killing_one_process_stops_the_other_with_an_error(data_dir, xla_cache, 
         assert ("a collective with another process failed" in output and code == 1) or \
             "heartbeat timeout" in output, output[-3000:]
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-            p.wait()
-        for log in logs:
-            log.close()
+        _stop_all(procs, logs)

@@ -14,11 +14,12 @@ the step, in the background checkpoint write, or during start-up) and sends SIGK
 (or SIGTERM, the preemption notice, for `--sigterms` of them, at random positions). A
 last start runs to the end.
 
-An interruption's resume is *identical* when the next start (a) logs from the step
-after the newest complete checkpoint on disk when the process died -- for SIGTERM,
-the process must also have saved the step it stopped at and exited 143 -- and (b) its
-logged loss, gradient norm and skipped-update count equal the reference's at every
-step it logs. At the end every array of the final train state (params, EMA, optimiser
+An interruption's resume is *identical* when the next start that gets as far as
+restoring (a) resumes from the newest complete checkpoint on disk when the process
+died and logs from the step after it -- for SIGTERM, the process must also have saved
+the step it stopped at and exited 143 -- and (b) its logged loss, gradient norm and
+skipped-update count equal the reference's at every step it logs. Each start's
+output is in WORKDIR/logs/. At the end every array of the final train state (params, EMA, optimiser
 state, RNG) must equal the reference's bit for bit. Prints one line per interruption
 and the count of identical resumes; writes WORKDIR/soak.json; exits 1 if any differs.
 """
@@ -52,7 +53,7 @@ class Interruption:
     during_checkpoint_write: bool  # a half-written step directory existed then
     exit_code: int
     complete_steps: list[int]  # checkpoints on disk once the process had ended
-    resumed_at: int | None = None  # first step the next start logged
+    resumed_at: int | None = None  # the step the next start to restore resumed from
     mismatched_steps: list[int] = dataclasses.field(default_factory=list)
     identical: bool = False
 
@@ -104,53 +105,71 @@ def _complete_steps(workdir: str) -> list[int]:
     return sorted(int(n) for n in os.listdir(directory) if n.isdigit())
 
 
-def _writing(workdir: str) -> bool:
-    return bool(glob.glob(os.path.join(workdir, "checkpoints", "*.orbax-checkpoint-tmp*")))
+def _tmp_dirs(workdir: str) -> set[str]:
+    """Half-written step directories (Orbax renames them when a save completes)."""
+    return set(glob.glob(os.path.join(workdir, "checkpoints", "*.orbax-checkpoint-tmp*")))
 
 
-def _run_to_end(command: list[str], env: dict, log: Any) -> None:
-    result = subprocess.run(command, cwd=REPO, env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
+def _restored_step(log_path: str) -> int | None:
+    """The step a start resumed from (0: it started afresh), None if it was stopped
+    before it got that far."""
+    with open(log_path, encoding="utf-8", errors="replace") as f:
+        text = f.read()
+    match = re.search(r"resumed from .* step (\d+)$", text, re.MULTILINE)
+    if match:
+        return int(match.group(1))
+    return 0 if "starting afresh: no checkpoint in" in text else None
+
+
+def _run_to_end(command: list[str], env: dict, log_path: str) -> None:
+    with open(log_path, "w", encoding="utf-8") as log:
+        result = subprocess.run(command, cwd=REPO, env=env, stdout=log,
+                                stderr=subprocess.STDOUT)
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(command[:3])} ... exited {result.returncode}; see "
-                           f"{log.name}")
+                           f"{log_path}")
 
 
-def _interrupt(command: list[str], env: dict, workdir: str, log: Any, sig: signal.Signals,
-               new_steps: int, in_write: bool, rng: random.Random,
+def _interrupt(command: list[str], env: dict, workdir: str, log_path: str,
+               sig: signal.Signals, new_steps: int, in_write: bool, rng: random.Random,
                timeout_s: float) -> Interruption:
     """Starts the command, waits for `new_steps` logged steps (0: a random moment of
     start-up), then for a checkpoint write to be under way (`in_write`) or a random
     part of a step, and sends `sig`."""
     offset = _size(workdir)
+    stale = _tmp_dirs(workdir)  # a killed run's leftovers, removed by this start
+    log = open(log_path, "w", encoding="utf-8")
     process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log,
                                stderr=subprocess.STDOUT)
     start = time.monotonic()
+
     def wait_for(ready: Any, what: str) -> None:
         while not ready():
             if process.poll() is not None:
                 raise RuntimeError(f"the run ended (exit {process.returncode}) before "
-                                   f"{what}; see {log.name}")
+                                   f"{what}; see {log_path}")
             if time.monotonic() - start > timeout_s:
                 process.kill()
-                raise TimeoutError(f"not {what} in {timeout_s:.0f} s; see {log.name}")
+                raise TimeoutError(f"not {what} in {timeout_s:.0f} s; see {log_path}")
             time.sleep(0.01)
 
+    writing = lambda: bool(_tmp_dirs(workdir) - stale)  # noqa: E731
     if new_steps == 0:
         time.sleep(rng.uniform(0.0, 8.0))  # somewhere in imports, setup or compilation
     else:
         wait_for(lambda: len(_records(workdir, offset)) >= new_steps,
                  f"logging {new_steps} steps")
         if in_write:
-            wait_for(lambda: _writing(workdir), "writing a checkpoint")
+            wait_for(writing, "writing a checkpoint")
         else:
             time.sleep(rng.uniform(0.0, 0.4))  # into the next step or the async write
-    writing = _writing(workdir)
+    during_write = writing()
     process.send_signal(sig)
     code = process.wait(timeout=timeout_s)
+    log.close()
     everything = _records(workdir)
     return Interruption(sig.name, new_steps, everything[-1]["step"] if everything else 0,
-                        writing, code, _complete_steps(workdir))
+                        during_write, code, _complete_steps(workdir))
 
 
 def _final_state(workdir: str) -> dict:
@@ -183,11 +202,11 @@ def soak(workdir: str, *, kills: int, sigterms: int, steps: int, seed: int = 0,
     for d in (reference, soaked):
         if os.path.exists(d):
             raise FileExistsError(f"{d} exists: give the soak an empty --workdir")
-    os.makedirs(workdir, exist_ok=True)
-    log = open(os.path.join(workdir, "runs.log"), "w", encoding="utf-8")
+    logs = os.path.join(workdir, "logs")
+    os.makedirs(logs, exist_ok=True)
     t0 = time.monotonic()
     env = _environment(workdir)
-    _run_to_end(_command(reference, data_dir, steps), env, log)
+    _run_to_end(_command(reference, data_dir, steps), env, os.path.join(logs, "reference.log"))
     want = {r["step"]: r for r in _records(reference)}
     say(f"reference: {steps} steps uninterrupted in {time.monotonic() - t0:.1f} s")
 
@@ -196,6 +215,7 @@ def soak(workdir: str, *, kills: int, sigterms: int, steps: int, seed: int = 0,
     command = _command(soaked, data_dir, steps)
     interruptions: list[Interruption] = []
     starts: list[int] = []  # metrics.jsonl's size when each start began
+    start_log = lambda i: os.path.join(logs, f"start_{i:02d}.log")  # noqa: E731
     t1 = time.monotonic()
     for i, sig in enumerate(plan):
         # Every third SIGKILL is aimed at a background checkpoint write (found by its
@@ -208,28 +228,35 @@ def soak(workdir: str, *, kills: int, sigterms: int, steps: int, seed: int = 0,
                 "raise --steps for more")
             break
         starts.append(_size(soaked))
-        interruptions.append(_interrupt(command, env, soaked, log, sig, new_steps, in_write, rng,
-                                        timeout_s))
+        interruptions.append(_interrupt(command, env, soaked, start_log(i), sig, new_steps,
+                                        in_write, rng, timeout_s))
     starts.append(_size(soaked))
-    _run_to_end(command, env, log)
+    _run_to_end(command, env, start_log(len(interruptions)))
     starts.append(_size(soaked))
     soak_s = time.monotonic() - t1
 
     for i, item in enumerate(interruptions):
-        next_run = _records(soaked, starts[i + 1], starts[i + 2])
-        item.resumed_at = next_run[0]["step"] if next_run else None
+        # The first later start that got as far as restoring (a start killed during
+        # its own start-up restores nothing and changes no checkpoint).
+        j = next(j for j in range(i + 1, len(interruptions) + 1)
+                 if _restored_step(start_log(j)) is not None)
+        item.resumed_at = _restored_step(start_log(j))
         latest = item.complete_steps[-1] if item.complete_steps else 0
-        item.mismatched_steps = [r["step"] for r in next_run
+        logged = _records(soaked, starts[j], starts[j + 1])
+        item.mismatched_steps = [r["step"] for r in logged
                                  if any(r.get(k) != want[r["step"]].get(k) for k in COMPARED)]
+        first_ok = not logged or logged[0]["step"] == item.resumed_at + 1
         # SIGTERM: exit 143 with the last step it logged saved.
         clean_stop = item.signal == "SIGKILL" or (item.exit_code == 143
                                                    and latest == item.logged_step)
-        item.identical = item.resumed_at == latest + 1 and not item.mismatched_steps and clean_stop
+        item.identical = (item.resumed_at == latest and first_ok and not item.mismatched_steps
+                          and clean_stop)
         during = ", during a checkpoint write" if item.during_checkpoint_write else ""
+        later = f" (start {j - i} after it)" if j > i + 1 else ""
         say(f"{i + 1:2d}. {item.signal} after {item.after_new_steps} new step(s){during}; exit "
             f"{item.exit_code}; last logged step {item.logged_step}, newest complete "
-            f"checkpoint {latest}; next start logged from step {item.resumed_at}: "
-            f"{'identical' if item.identical else 'DIFFERENT'}")
+            f"checkpoint {latest}; the next start to restore{later} resumed from step "
+            f"{item.resumed_at}: {'identical' if item.identical else 'DIFFERENT'}")
 
     final_ref, final_soak = _flat(_final_state(reference)), _flat(_final_state(soaked))
     differing = sorted(k for k in final_ref

@@ -135,6 +135,7 @@ def initial_state(run: Run) -> TrainState:
         logging.info("resumed from %s step %d", run.checkpointer.directory,
                      int(jax.device_get(state.step)))
         return state
+    logging.info("starting afresh: no checkpoint in %s", run.checkpointer.directory)
 
     def init(key):
         init_key, rng = jax.random.split(key)

@@ -280,5 +280,12 @@ def load_params(workdir: str, abstract_params: Any, shardings: Any, *,
                 restore_args=ocp.checkpoint_utils.construct_restore_args({key: target}))))
     except (ValueError, KeyError, TypeError) as e:
         raise ValueError(f"checkpoint {directory} step {step} has no {key} matching this "
-                         f"model: {e}") from e
+                         f"model: {_one_line(e)}") from e
+    # Anything else is a damaged file (tensorstore raises plain Exception): one line
+    # naming the step, for the sampling CLIs to print, instead of a page of spec.
+    except Exception as e:  # noqa: BLE001
+        raise ValueError(f"checkpoint {directory} step {step} cannot be read "
+                         f"({_one_line(e)}); move that step's directory out of "
+                         f"{directory} to use the one before (steps there: "
+                         f"{sorted(manager.all_steps())})") from e
     return restored["state"][key]

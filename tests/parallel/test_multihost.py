@@ -39,7 +39,11 @@ STEPS = 4
 HEARTBEAT_S = 10
 # Overrides shared by the multi-process command line and the in-process reference.
 OVERRIDES = {
+    # A constant learning rate after warmup: the compiled step then does not depend on
+    # train.steps, and the long-running preemption and kill runs reuse the program
+    # the first 2-process run put in the compilation cache.
     "train.steps": STEPS, "train.batch_size": 8, "train.warmup_steps": 2,
+    "train.schedule": "constant",
     "mesh.data": 2, "mesh.fsdp": 2, "mesh.tensor": 1,
     "data.num_train": 32, "data.num_test": 8, "data.shuffle_buffer": 32,
     "log.every_steps": 1, "log.sample_every_steps": 0, "log.progress_bar": False,

@@ -188,3 +188,17 @@ def test_shape_mismatch_reports_the_first_difference():
         "it has an array d this run does not")
     int_a = {"a": jax.ShapeDtypeStruct((2,), np.int32), "b": {"c": s(3, 4)}}
     assert ckpt_lib.shape_mismatch(int_a, want) == "a is int32[2] there, float32[2] here"
+
+
+def test_sampling_from_a_damaged_checkpoint_is_a_one_line_error(trained, target, tmp_path):
+    _, workdir, _ = _copy(trained, tmp_path)
+    _delete_array_files(os.path.join(workdir, "checkpoints", "3"))
+    params = target[0].params
+    shardings = jax.tree.map(lambda x: x.sharding, params)
+    with pytest.raises(ValueError) as e:  # what imagen_jax.sample / unclip_jax.generate print
+        ckpt_lib.load_params(workdir, params, shardings)
+    message = str(e.value)
+    assert "\n" not in message and len(message) < 700, message
+    assert re.search(r"step 3 cannot be read \(ValueError: .*Error reading", message), message
+    assert "steps there: [1, 2, 3]" in message
+    ckpt_lib.load_params(workdir, params, shardings, step=2)  # earlier steps still load

@@ -13,6 +13,7 @@ import jax
 import numpy as np
 
 from imagen_jax import image_io
+from imagen_jax.checks import open_utf8
 from imagen_jax.cascade import Cascade, CascadeStage, StageSampling
 from imagen_jax.diffusion import SamplerSettings, check_guidance
 from imagen_jax.stages import check_aug_level
@@ -67,12 +68,8 @@ def load_stage(workdir: str, overrides: Overrides, ema: bool = True,
 
 def read_prompts_file(path: str) -> list[str]:
     """The non-blank lines of a UTF-8 text file (a byte-order mark is tolerated), stripped."""
-    try:
-        with open(path, encoding="utf-8-sig") as f:
-            return [line.strip() for line in f if line.strip()]
-    except UnicodeDecodeError as err:  # else the message would not say which file
-        raise ValueError(f"{path}: not UTF-8 text ({err.reason}); save the prompts file "
-                         "as UTF-8") from None
+    with open_utf8(path, what="the prompts file") as f:
+        return [line.strip() for line in f if line.strip()]
 
 
 def _slug(text: str) -> str:

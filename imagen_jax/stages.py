@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import numbers
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from imagen_jax.checks import is_real
 from imagen_jax.diffusion import (SamplerSettings, check_guidance, classifier_free_guidance,
                                   diffusion_loss, sample as run_sampler)
 from imagen_jax.diffusion.schedules import CosineSchedule, Schedule, alpha_sigma
@@ -32,7 +32,7 @@ Batch = dict[str, jnp.ndarray]
 
 def check_aug_level(level: float) -> float:
     """`level` as a float; ValueError unless it is a real number in [0, 1] (not NaN)."""
-    if isinstance(level, bool) or not isinstance(level, numbers.Real) or not 0.0 <= level <= 1.0:
+    if not is_real(level) or not 0.0 <= level <= 1.0:
         raise ValueError(f"aug_level must be a number in [0, 1], got {level!r}")
     return float(level)
 

@@ -14,11 +14,12 @@ the accelerator busy instead of running two half-sized calls.
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+
+from imagen_jax.checks import is_real
 
 # model_fn(z, logsnr, cond) -> prediction, for a batch whose conditioning is `cond`.
 ConditionalModelFn = Callable[[jnp.ndarray, jnp.ndarray, Any], jnp.ndarray]
@@ -33,8 +34,7 @@ def check_guidance(weight: float) -> float:
     an error (the sampler is one compiled loop), and w < 0 pushes away from the
     prompt beyond the unconditional model, which no guidance setting is meant to do.
     """
-    if isinstance(weight, bool) or not isinstance(weight, numbers.Real) \
-            or not math.isfinite(weight) or weight < 0:
+    if not is_real(weight) or not math.isfinite(weight) or weight < 0:
         raise ValueError(f"guidance must be a finite number >= 0 (1 = no guidance, "
                          f"0 = unconditional), got {weight!r}")
     return float(weight)

@@ -4,11 +4,11 @@ with one line that names the field."""
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Any
 
 import jax
 
+from imagen_jax.checks import is_real
 from imagen_jax.diffusion import SamplerSettings, check_guidance
 from imagen_jax.parallel.mesh import mesh_shape
 from imagen_jax.stages import check_aug_level
@@ -100,15 +100,15 @@ def _validate_numbers(config: Any) -> None:
     """Numbers that would otherwise fail only after compiling (a NaN learning rate
     is first seen as a non-finite loss; log.every_steps=0 divides by zero at step 1)."""
     rate = config.train.learning_rate
-    if not (_is_real(rate) and math.isfinite(rate) and rate > 0):
+    if not (is_real(rate) and math.isfinite(rate) and rate > 0):
         raise ConfigError(f"config.train.learning_rate must be a finite number > 0, got {rate!r}")
     decay = config.train.ema_decay
-    if not (_is_real(decay) and 0.0 <= decay < 1.0):
+    if not (is_real(decay) and 0.0 <= decay < 1.0):
         raise ConfigError(f"config.train.ema_decay must be in [0, 1), got {decay!r}")
     for field, value, minimum in (("train.warmup_steps", config.train.warmup_steps, 0),
                                   ("log.every_steps", config.log.every_steps, 1),
                                   ("log.sample_every_steps", config.log.sample_every_steps, 0)):
-        if not (_is_real(value) and value == int(value) and value >= minimum):
+        if not (is_real(value) and value == int(value) and value >= minimum):
             raise ConfigError(f"config.{field} must be an int >= {minimum}, got {value!r}")
 
 
@@ -124,6 +124,3 @@ def _validate_sample(sample: Any) -> None:
     if sample.get("best_of", 1) < 1:
         raise ConfigError(f"config.sample.best_of must be at least 1, got {sample.best_of}")
 
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)

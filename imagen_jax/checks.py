@@ -1,0 +1,26 @@
+"""Small input checks shared by every layer (it imports nothing from the project, so
+diffusion/, data/, train/ and unclip_jax can all use it)."""
+
+from __future__ import annotations
+
+import contextlib
+import numbers
+from typing import IO, Any, Iterator
+
+
+def is_real(value: Any) -> bool:
+    """A real number that is not a bool (`True` is an int to Python, never a setting)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+@contextlib.contextmanager
+def open_utf8(path: str, newline: str | None = None, what: str = "it") -> Iterator[IO[str]]:
+    """`path` opened as UTF-8 text (a byte-order mark tolerated). Bytes that are not
+    UTF-8 raise ValueError naming the file, not a bare codec error that does not say
+    which file it read. `what` is how the advice names the file ("the prompts file")."""
+    try:
+        with open(path, encoding="utf-8-sig", newline=newline) as f:
+            yield f
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text ({err.reason}); save {what} as UTF-8"
+                         ) from None

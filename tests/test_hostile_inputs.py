@@ -28,8 +28,10 @@ from hypothesis import given, settings, strategies as st
 from configs import imagen, unclip
 from imagen_jax import image_io
 from imagen_jax.cascade import StageSampling
-from imagen_jax.data.image_text_folder import (ImageDecodeError, build_image_text_folder,
-                                               captioned_images, load_rgb, read_build_report)
+from imagen_jax.data.build_report import read_build_report
+from imagen_jax.data.folder_captions import captioned_images
+from imagen_jax.data.image_decode import ImageDecodeError, load_rgb
+from imagen_jax.data.image_text_folder import build_image_text_folder
 from imagen_jax.diffusion import SamplerSettings
 from imagen_jax.nn.t5 import T5Config
 from imagen_jax.sample import smoke_sample

@@ -38,7 +38,7 @@ def score_folder(images_dir: str) -> tuple[list[dict], dict]:
     import numpy as np
     from PIL import Image
 
-    from imagen_jax.data.image_text_folder import captioned_images
+    from imagen_jax.data.folder_captions import captioned_images
     from imagen_jax.evaluate.shapesbench import score_images
 
     captions = captioned_images(images_dir)

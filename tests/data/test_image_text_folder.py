@@ -17,12 +17,11 @@ import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
 
+from imagen_jax.data.build_report import REPORT_FILENAME, read_build_report
 from imagen_jax.data.image_text_folder import (
-    REPORT_FILENAME,
     ImageTextFolder,
     ImageTextFolderConfig,
     build_image_text_folder,
-    read_build_report,
 )
 
 # Images in the main folder that survive every check, with their stripped captions.

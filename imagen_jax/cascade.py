@@ -15,7 +15,8 @@ import jax
 import jax.numpy as jnp
 
 from imagen_jax.diffusion import SamplerSettings, check_guidance
-from imagen_jax.stages import BaseStage, SuperResolutionStage, check_aug_level
+from imagen_jax.checks import check_aug_level
+from imagen_jax.stages import BaseStage, SuperResolutionStage
 
 # prompts -> (embeddings [B, L, D], mask [B, L]); e.g. imagen_jax.text.TextEncoder.
 TextEncodeFn = Callable[[Sequence[str]], tuple[jnp.ndarray, jnp.ndarray]]

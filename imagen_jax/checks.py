@@ -13,6 +13,13 @@ def is_real(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
+def check_aug_level(level: float) -> float:
+    """`level` as a float; ValueError unless it is a real number in [0, 1] (not NaN)."""
+    if not is_real(level) or not 0.0 <= level <= 1.0:
+        raise ValueError(f"aug_level must be a number in [0, 1], got {level!r}")
+    return float(level)
+
+
 @contextlib.contextmanager
 def open_utf8(path: str, newline: str | None = None, what: str = "it") -> Iterator[IO[str]]:
     """`path` opened as UTF-8 text (a byte-order mark tolerated). Bytes that are not

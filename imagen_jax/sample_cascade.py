@@ -13,10 +13,9 @@ import jax
 import numpy as np
 
 from imagen_jax import image_io
-from imagen_jax.checks import open_utf8
+from imagen_jax.checks import check_aug_level, open_utf8
 from imagen_jax.cascade import Cascade, CascadeStage, StageSampling
 from imagen_jax.diffusion import SamplerSettings, check_guidance
-from imagen_jax.stages import check_aug_level
 from imagen_jax.text.tokenizer import check_prompts
 
 

@@ -8,44 +8,43 @@ parameters, so no gradient can reach it.
 Batches are dicts: {'images': [B, H, W, 3] in [-1, 1], 'text': [B, L, D],
 'text_mask': [B, L]}, plus for SR stages an optional 'lowres' [B, h, w, 3] (else
 the stage downsamples 'images'). Parameters are the plain (unboxed) 'params'
-collection.
+collection. Each stage is registered (bottom of this file) under the name that
+config.stage selects; see imagen_jax/stage_registry.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any
+from typing import Any, TypedDict
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from imagen_jax.checks import is_real
+from imagen_jax.checks import check_aug_level
+from imagen_jax.config_sections import (ConfigError, check_sample_section,
+                                        check_super_resolution, dataclass_from_section,
+                                        sampler_settings)
 from imagen_jax.diffusion import (SamplerSettings, check_guidance, classifier_free_guidance,
-                                  diffusion_loss, sample as run_sampler)
-from imagen_jax.diffusion.schedules import CosineSchedule, Schedule, alpha_sigma
+                                  diffusion_loss, drop_condition, null_condition,
+                                  sample as run_sampler)
+from imagen_jax.diffusion.schedules import CosineSchedule, Schedule, alpha_sigma, get_schedule
 from imagen_jax.nn.unet import UNet, UNetConfig
+from imagen_jax.stage_registry import StageSpec, register
 
 Batch = dict[str, jnp.ndarray]
 
 
-def check_aug_level(level: float) -> float:
-    """`level` as a float; ValueError unless it is a real number in [0, 1] (not NaN)."""
-    if not is_real(level) or not 0.0 <= level <= 1.0:
-        raise ValueError(f"aug_level must be a number in [0, 1], got {level!r}")
-    return float(level)
+class SamplingInputs(TypedDict, total=False):
+    """What a stage's sampler reads besides the text (a pytree argument of the jitted
+    sampler, so its arrays are traced and its keys fixed per stage)."""
 
-
-def drop_text(text: jnp.ndarray, mask: jnp.ndarray, key: jax.Array,
-              prob: float) -> tuple[jnp.ndarray, jnp.ndarray]:
-    """Replaces each example's text by the null condition (zeros, empty mask) w.p. `prob`.
-
-    This is classifier-free guidance training (Imagen section 4.1, p = 0.1); the null
-    condition equals what an empty prompt encodes to.
-    """
-    keep = jax.random.bernoulli(key, 1.0 - prob, (text.shape[0],))
-    return text * keep[:, None, None], mask.astype(bool) & keep[:, None]
+    lowres: jnp.ndarray  # SR: the image to upsample [B, h, w, C]
+    aug_level: jnp.ndarray  # SR: noise-conditioning augmentation level in [0, 1]
+    aug_key: jax.Array  # SR: the augmentation noise's key
+    image_embed: jnp.ndarray  # unCLIP decoder: CLIP image embeddings [B, E]
+    z_init: jnp.ndarray  # start of the reverse process instead of fresh noise
 
 
 def random_crop(images: jnp.ndarray, size: int, key: jax.Array) -> jnp.ndarray:
@@ -66,7 +65,15 @@ def downsample(images: jnp.ndarray, factor: int) -> jnp.ndarray:
     return jax.image.resize(images, (b, h // factor, w // factor, c), "linear", antialias=True)
 
 
-def _check_batch(batch: Batch, keys: tuple[str, ...]) -> None:
+def apply_model(model: nn.Module, params: Any, *inputs: Any,
+                key: jax.Array | None = None) -> jnp.ndarray:
+    """`model` applied to `inputs`; with a key, in training mode (dropout on)."""
+    rngs = {"dropout": key} if key is not None else None
+    return model.apply({"params": params}, *inputs, deterministic=key is None, rngs=rngs)
+
+
+def check_batch(batch: Batch, keys: tuple[str, ...]) -> None:
+    """ValueError naming the keys a stage needs that `batch` lacks."""
     missing = [k for k in keys if k not in batch]
     if missing:
         raise ValueError(f"batch is missing {missing}; it has {sorted(batch)}")
@@ -105,22 +112,24 @@ class BaseStage:
         return (jnp.zeros((1, s, s, self.unet.in_channels)), jnp.zeros((1,)),
                 jnp.zeros((1, text_len, self.unet.text_dim)), jnp.ones((1, text_len), bool))
 
+    def _cond_inputs(self, cond: dict) -> tuple:
+        """The model's inputs after (z, logsnr), from a condition dict."""
+        return (cond["text"], cond["text_mask"], cond.get("lowres"), cond.get("aug_logsnr"))
+
     def _apply(self, params, z, logsnr, cond: dict, key: jax.Array | None = None):
-        rngs = {"dropout": key} if key is not None else None
-        return self.model.apply({"params": params}, z, logsnr, cond["text"],
-                                cond["text_mask"], cond.get("lowres"), cond.get("aug_logsnr"),
-                                deterministic=key is None, rngs=rngs)
+        return apply_model(self.model, params, z, logsnr, *self._cond_inputs(cond), key=key)
 
     def _training_cond(self, batch: Batch, images: jnp.ndarray, key: jax.Array) -> dict:
-        text, mask = drop_text(batch["text"], batch["text_mask"], key, self.cond_drop_prob)
-        return {"text": text, "text_mask": mask}
+        # The null condition equals what an empty prompt encodes to.
+        return drop_condition({"text": batch["text"], "text_mask": batch["text_mask"].astype(bool)},
+                              key, self.cond_drop_prob)
 
     def _training_images(self, batch: Batch, key: jax.Array) -> jnp.ndarray:
         return batch["images"]
 
     def loss(self, params, batch: Batch, key: jax.Array) -> tuple[jnp.ndarray, dict]:
         """Denoising loss on a batch; returns (loss, metrics)."""
-        _check_batch(batch, self.batch_keys)
+        check_batch(batch, self.batch_keys)
         crop_key, cond_key, loss_key, dropout_key = jax.random.split(key, 4)
         images = self._training_images(batch, crop_key)
         cond = self._training_cond(batch, images, cond_key)
@@ -131,33 +140,47 @@ class BaseStage:
                                    self.min_snr_gamma)
         return loss, {"loss": loss, "mse": jnp.mean(aux["mse"])}
 
-    def _sampling_cond(self, params, text, text_mask, extra: dict) -> tuple[dict, dict]:
+    def _sampling_cond(self, params, text, text_mask, inputs: SamplingInputs
+                       ) -> tuple[dict, dict]:
         cond = {"text": text, "text_mask": text_mask.astype(bool)}
-        uncond = {"text": jnp.zeros_like(text), "text_mask": jnp.zeros_like(cond["text_mask"])}
-        return cond, uncond
+        return cond, null_condition(cond)
 
-    def output_shape(self, batch: int, extra: dict) -> tuple[int, int, int, int]:
+    def output_shape(self, batch: int, inputs: SamplingInputs) -> tuple[int, int, int, int]:
         s = self.image_size
         return (batch, s, s, self.unet.out_channels)
 
     @functools.partial(jax.jit, static_argnames=("self", "settings"))
-    def _sample_jit(self, params, text, text_mask, key, guidance, extra: dict,
+    def _sample_jit(self, params, text, text_mask, key, guidance, inputs: SamplingInputs,
                     settings: SamplerSettings):
-        cond, uncond = self._sampling_cond(params, text, text_mask, extra)
+        cond, uncond = self._sampling_cond(params, text, text_mask, inputs)
         model_fn = lambda z, logsnr, c: self._apply(params, z, logsnr, c)
         denoise_fn = classifier_free_guidance(model_fn, cond, uncond, guidance)
-        return run_sampler(denoise_fn, self.schedule, self.output_shape(text.shape[0], extra),
-                           key, settings, z_init=extra.get("z_init"))
+        return run_sampler(denoise_fn, self.schedule, self.output_shape(text.shape[0], inputs),
+                           key, settings, z_init=inputs.get("z_init"))
+
+    def _with_prediction(self, settings: SamplerSettings) -> SamplerSettings:
+        """`settings` with this stage's parameterisation (eps / v / x0)."""
+        if settings.prediction == self.prediction:
+            return settings
+        return dataclasses.replace(settings, prediction=self.prediction)
+
+    def preview(self, params, batch: Batch, key: jax.Array, sample: Any) -> jnp.ndarray:
+        """Images for a prepared batch's captions, sampled as config.sample says."""
+        return self.sample(params, batch["text"], batch["text_mask"], key,
+                           settings=sampler_settings(sample), guidance=sample.guidance,
+                           **self._preview_inputs(batch, sample))
+
+    def _preview_inputs(self, batch: Batch, sample: Any) -> dict:
+        """Keyword arguments of `sample` that `preview` takes from the batch."""
+        return {}
 
     def sample(self, params, text: jnp.ndarray, text_mask: jnp.ndarray, key: jax.Array, *,
                settings: SamplerSettings = SamplerSettings(threshold="dynamic"),
                guidance: float = 5.0) -> jnp.ndarray:
         """Images [B, S, S, C] for text embeddings [B, L, D]; guidance w (1 = none)."""
         check_guidance(guidance)
-        if settings.prediction != self.prediction:
-            settings = dataclasses.replace(settings, prediction=self.prediction)
-        return self._sample_jit(params, text, text_mask, key, jnp.float32(guidance), {},
-                                settings)
+        return self._sample_jit(params, text, text_mask, key, jnp.float32(guidance),
+                                SamplingInputs(), self._with_prediction(settings))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -231,16 +254,17 @@ class SuperResolutionStage(BaseStage):
         cond["lowres"], cond["aug_logsnr"] = self.augment_lowres(lowres, level, noise_key)
         return cond
 
-    def _sampling_cond(self, params, text, text_mask, extra: dict) -> tuple[dict, dict]:
-        cond, uncond = super()._sampling_cond(params, text, text_mask, extra)
-        lowres, aug_logsnr = self.augment_lowres(extra["lowres"], extra["aug_level"],
-                                                 extra["aug_key"])
+    def _sampling_cond(self, params, text, text_mask, inputs: SamplingInputs
+                       ) -> tuple[dict, dict]:
+        cond, uncond = super()._sampling_cond(params, text, text_mask, inputs)
+        lowres, aug_logsnr = self.augment_lowres(inputs["lowres"], inputs["aug_level"],
+                                                 inputs["aug_key"])
         for c in (cond, uncond):  # the low-res image conditions both halves of CFG
             c["lowres"], c["aug_logsnr"] = lowres, aug_logsnr
         return cond, uncond
 
-    def output_shape(self, batch: int, extra: dict) -> tuple[int, int, int, int]:
-        _, h, w, _ = extra["lowres"].shape
+    def output_shape(self, batch: int, inputs: SamplingInputs) -> tuple[int, int, int, int]:
+        _, h, w, _ = inputs["lowres"].shape
         return (batch, h * self.scale, w * self.scale, self.unet.out_channels)
 
     def sample(self, params, text: jnp.ndarray, text_mask: jnp.ndarray, key: jax.Array, *,
@@ -258,12 +282,16 @@ class SuperResolutionStage(BaseStage):
         check_guidance(guidance)
         if lowres.shape[0] != text.shape[0]:
             raise ValueError(f"lowres has batch {lowres.shape[0]}, text has {text.shape[0]}")
-        if settings.prediction != self.prediction:
-            settings = dataclasses.replace(settings, prediction=self.prediction)
         key, aug_key = jax.random.split(key)
-        extra = {"lowres": lowres, "aug_level": jnp.float32(aug_level), "aug_key": aug_key}
-        return self._sample_jit(params, text, text_mask, key, jnp.float32(guidance), extra,
-                                settings)
+        inputs = SamplingInputs(lowres=lowres, aug_level=jnp.float32(aug_level),
+                                aug_key=aug_key)
+        return self._sample_jit(params, text, text_mask, key, jnp.float32(guidance), inputs,
+                                self._with_prediction(settings))
+
+    def _preview_inputs(self, batch: Batch, sample: Any) -> dict:
+        lowres = batch["lowres"] if "lowres" in batch else downsample(batch["images"],
+                                                                      self.scale)
+        return {"lowres": lowres, "aug_level": sample.aug_level}
 
 
 def unbox(variables: Any) -> Any:
@@ -281,25 +309,38 @@ def conditioner_from_config(config: Any, workdir: str, captions) -> Any:
     return text_encoder_from_config(config.text, workdir, captions)
 
 
-def stage_from_config(config: Any) -> BaseStage:
-    """Builds the stage a config selects ('imagen.base64', 'imagen.sr256', ...)."""
-    from imagen_jax.diffusion.schedules import get_schedule  # local: keeps imports light
-
-    kind = config.stage.split(".")[-1]
-    try:
-        unet = UNetConfig(**{k: tuple(v) if isinstance(v, list) else v
-                             for k, v in config.model.to_dict().items()})
-    except TypeError as e:  # an unknown key in config.model
-        raise ValueError(f"config.model: {e}") from None
+def _common_fields(config: Any) -> dict:
     d = config.diffusion
-    common = dict(unet=unet, image_size=config.image_size,
-                  schedule=get_schedule(d.schedule, resolution=config.image_size),
-                  prediction=d.prediction, cond_drop_prob=d.cond_drop_prob,
-                  min_snr_gamma=d.min_snr_gamma or None)
-    if kind == "base64":
-        return BaseStage(**common)
-    if kind in ("sr256", "sr1024"):
-        return SuperResolutionStage(**common, lowres_size=config.lowres_size,
-                                    max_aug_level=d.max_aug_level,
-                                    train_crop=d.train_crop or None)
-    raise ValueError(f"config.stage: unknown Imagen stage {config.stage!r}")
+    return dict(unet=dataclass_from_section(UNetConfig, config.model),
+                image_size=config.image_size,
+                schedule=get_schedule(d.schedule, resolution=config.image_size),
+                prediction=d.prediction, cond_drop_prob=d.cond_drop_prob,
+                min_snr_gamma=d.min_snr_gamma or None)
+
+
+def base_stage_from_config(config: Any) -> BaseStage:
+    return BaseStage(**_common_fields(config))
+
+
+def sr_stage_from_config(config: Any) -> SuperResolutionStage:
+    d = config.diffusion
+    return SuperResolutionStage(**_common_fields(config), lowres_size=config.lowres_size,
+                                max_aug_level=d.max_aug_level, train_crop=d.train_crop or None)
+
+
+def check_base_config(config: Any) -> None:
+    check_sample_section(config.sample)
+    if not config.text.checkpoint and config.text.random_t5.d_model != config.model.text_dim:
+        raise ConfigError(f"config.text.random_t5.d_model {config.text.random_t5.d_model} != "
+                          f"config.model.text_dim {config.model.text_dim}")
+
+
+def check_sr_config(config: Any) -> None:
+    check_base_config(config)
+    check_super_resolution(config)
+
+
+register(StageSpec("imagen.base64", base_stage_from_config, check_base_config,
+                   conditioner_from_config))
+for _name in ("imagen.sr256", "imagen.sr1024"):
+    register(StageSpec(_name, sr_stage_from_config, check_sr_config, conditioner_from_config))

@@ -11,7 +11,8 @@ Like Imagen's stages, each owns `init`, `loss(params, batch, key)` and sampling;
 the diffusion math, U-Net, super-resolution machinery and trainer all come from
 imagen_jax. Prior and decoder batches carry the frozen CLIP's outputs
 ('image_embed', 'text_embed', 'text', 'text_mask'), which `FrozenCLIP.prepare`
-adds inside the train step.
+adds inside the train step. Each stage is registered (bottom of this file) under
+the name config.stage selects; see imagen_jax/stage_registry.py.
 """
 
 from __future__ import annotations
@@ -23,11 +24,17 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from imagen_jax.config_sections import (ConfigError, check_sample_section,
+                                        check_super_resolution, dataclass_from_section,
+                                        sampler_settings)
 from imagen_jax.diffusion import (SamplerSettings, check_guidance, classifier_free_guidance,
-                                  ddim_invert, diffusion_loss, sample as run_sampler)
-from imagen_jax.diffusion.schedules import CosineSchedule, Schedule
-from imagen_jax.stages import BaseStage, SuperResolutionStage, _check_batch, downsample
+                                  ddim_invert, diffusion_loss, drop_condition, null_condition,
+                                  sample as run_sampler)
+from imagen_jax.diffusion.schedules import CosineSchedule, Schedule, get_schedule
 from imagen_jax.nn.unet import UNetConfig
+from imagen_jax.stage_registry import StageSpec, register
+from imagen_jax.stages import (BaseStage, SamplingInputs, SuperResolutionStage, apply_model,
+                               check_batch, downsample)
 from unclip_jax.clip import CLIP, CLIPConfig, contrastive_loss, normalize
 from unclip_jax.decoder import Decoder, DecoderConfig
 from unclip_jax.degrade import DEGRADATIONS, degrade
@@ -35,13 +42,6 @@ from unclip_jax.prior import DiffusionPrior, PriorConfig
 from unclip_jax.transformer import TransformerConfig
 
 Batch = dict[str, jnp.ndarray]
-STAGES = ("clip", "prior", "decoder64", "upsample256", "upsample1024")
-
-
-def _drop(x: jnp.ndarray, key: jax.Array, prob: float) -> jnp.ndarray:
-    """Zeroes each example of x (batch first) with probability `prob`."""
-    keep = jax.random.bernoulli(key, 1.0 - prob, (x.shape[0],))
-    return x * keep.reshape((-1,) + (1,) * (x.ndim - 1))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,10 +61,13 @@ class ClipStage:
                                jnp.ones((1, text_len), bool))
 
     def loss(self, params, batch: Batch, key: jax.Array) -> tuple[jnp.ndarray, dict]:
-        _check_batch(batch, self.batch_keys)
+        check_batch(batch, self.batch_keys)
         z_i, z_t, scale = self.model.apply({"params": params}, batch["images"],
                                            batch["text_ids"], batch["text_mask"])
         return contrastive_loss(z_i, z_t, scale)
+
+    def preview(self, params, batch: Batch, key: jax.Array, sample: Any) -> None:
+        return None  # CLIP makes no images
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,18 +97,14 @@ class PriorStage:
         return normalize(image_embed) * self.prior.embed_scale
 
     def _apply(self, params, z, logsnr, cond: dict, key: jax.Array | None = None):
-        rngs = {"dropout": key} if key is not None else None
-        return self.model.apply({"params": params}, z, logsnr, cond["text"], cond["text_mask"],
-                                cond["text_embed"], deterministic=key is None, rngs=rngs)
+        return apply_model(self.model, params, z, logsnr, cond["text"], cond["text_mask"],
+                           cond["text_embed"], key=key)
 
     def loss(self, params, batch: Batch, key: jax.Array) -> tuple[jnp.ndarray, dict]:
-        _check_batch(batch, self.batch_keys)
+        check_batch(batch, self.batch_keys)
         drop_key, loss_key, dropout_key = jax.random.split(key, 3)
-        keep = jax.random.bernoulli(drop_key, 1.0 - self.cond_drop_prob,
-                                    (batch["text"].shape[0],))
-        cond = {"text": batch["text"] * keep[:, None, None],
-                "text_mask": batch["text_mask"].astype(bool) & keep[:, None],
-                "text_embed": batch["text_embed"] * keep[:, None]}
+        cond = drop_condition({"text": batch["text"], "text_mask": batch["text_mask"].astype(bool),
+                               "text_embed": batch["text_embed"]}, drop_key, self.cond_drop_prob)
         key = dropout_key if self.prior.dropout > 0 else None
         model_fn = lambda z, logsnr: self._apply(params, z, logsnr, cond, key)  # noqa: E731
         loss, aux = diffusion_loss(model_fn, self.to_latent(batch["image_embed"]), loss_key,
@@ -117,8 +116,7 @@ class PriorStage:
                     settings: SamplerSettings, best_of: int):
         b = text.shape[0]
         cond = {"text": text, "text_mask": text_mask.astype(bool), "text_embed": text_embed}
-        uncond = {"text": jnp.zeros_like(text), "text_mask": jnp.zeros_like(cond["text_mask"]),
-                  "text_embed": jnp.zeros_like(text_embed)}
+        uncond = null_condition(cond)
         tile = lambda t: jax.tree.map(lambda x: jnp.concatenate([x] * best_of), t)  # noqa
         model_fn = lambda z, logsnr, c: self._apply(params, z, logsnr, c)  # noqa: E731
         denoise = classifier_free_guidance(model_fn, tile(cond), tile(uncond), guidance)
@@ -140,6 +138,9 @@ class PriorStage:
         settings = dataclasses.replace(settings, prediction="x0", threshold="none")
         return self._sample_jit(params, text, text_mask, text_embed, key,
                                 jnp.float32(guidance), settings, best_of)
+
+    def preview(self, params, batch: Batch, key: jax.Array, sample: Any) -> None:
+        return None  # the prior samples embeddings, not images
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,22 +172,25 @@ class DecoderStage(BaseStage):
                 jnp.zeros((1, text_len, self.text_input_dim)), jnp.ones((1, text_len), bool),
                 jnp.zeros((1, self.embed_dim)))
 
-    def _apply(self, params, z, logsnr, cond: dict, key: jax.Array | None = None):
-        rngs = {"dropout": key} if key is not None else None
-        return self.model.apply({"params": params}, z, logsnr, cond["text"], cond["text_mask"],
-                                cond["image_embed"], deterministic=key is None, rngs=rngs)
+    def _cond_inputs(self, cond: dict) -> tuple:
+        return (cond["text"], cond["text_mask"], cond["image_embed"])
 
     def _training_cond(self, batch: Batch, images: jnp.ndarray, key: jax.Array) -> dict:
         text_key, embed_key = jax.random.split(key)
         cond = super()._training_cond(batch, images, text_key)  # caption dropped w.p. 0.5
-        cond["image_embed"] = _drop(batch["image_embed"], embed_key, self.image_embed_drop_prob)
+        cond["image_embed"] = drop_condition(batch["image_embed"], embed_key,
+                                             self.image_embed_drop_prob)
         return cond
 
-    def _sampling_cond(self, params, text, text_mask, extra: dict) -> tuple[dict, dict]:
-        cond, uncond = super()._sampling_cond(params, text, text_mask, extra)
-        cond["image_embed"] = extra["image_embed"]
-        uncond["image_embed"] = jnp.zeros_like(extra["image_embed"])
+    def _sampling_cond(self, params, text, text_mask, inputs: SamplingInputs
+                       ) -> tuple[dict, dict]:
+        cond, uncond = super()._sampling_cond(params, text, text_mask, inputs)
+        cond["image_embed"] = inputs["image_embed"]
+        uncond["image_embed"] = null_condition(inputs["image_embed"])
         return cond, uncond
+
+    def _preview_inputs(self, batch: Batch, sample: Any) -> dict:
+        return {"image_embed": batch["image_embed"]}  # reconstructions from z_i
 
     def sample(self, params, text: jnp.ndarray, text_mask: jnp.ndarray, key: jax.Array, *,
                image_embed: jnp.ndarray | None = None, z_init: jnp.ndarray | None = None,
@@ -202,19 +206,19 @@ class DecoderStage(BaseStage):
         if image_embed.shape[0] != text.shape[0]:
             raise ValueError(f"image_embed has batch {image_embed.shape[0]}, text has "
                              f"{text.shape[0]}")
-        settings = dataclasses.replace(settings, prediction=self.prediction)
-        extra = {"image_embed": image_embed}
+        inputs = SamplingInputs(image_embed=image_embed)
         if z_init is not None:
-            extra["z_init"] = z_init
-        return self._sample_jit(params, text, text_mask, key, jnp.float32(guidance), extra,
-                                settings)
+            inputs["z_init"] = z_init
+        return self._sample_jit(params, text, text_mask, key, jnp.float32(guidance), inputs,
+                                self._with_prediction(settings))
 
     @functools.partial(jax.jit, static_argnames=("self", "steps"))
     def invert(self, params, images: jnp.ndarray, text: jnp.ndarray, text_mask: jnp.ndarray,
                image_embed: jnp.ndarray, steps: int = 50, guidance: float = 1.0) -> jnp.ndarray:
         """DDIM inversion (eta = 0): the x_T from which `sample(z_init=x_T)` with the same
         steps and guidance, and no thresholding, reconstructs `images` under z_i."""
-        cond, uncond = self._sampling_cond(params, text, text_mask, {"image_embed": image_embed})
+        cond, uncond = self._sampling_cond(params, text, text_mask,
+                                           SamplingInputs(image_embed=image_embed))
         model_fn = lambda z, logsnr, c: self._apply(params, z, logsnr, c)  # noqa: E731
         denoise = classifier_free_guidance(model_fn, cond, uncond, guidance)
         return ddim_invert(denoise, self.schedule, images, steps, self.prediction)
@@ -255,48 +259,49 @@ class UpsamplerStage(SuperResolutionStage):
         return self.sample(params, text, mask, key, lowres=lowres, aug_level=aug_level,
                            settings=settings, guidance=1.0)
 
-
-def _unet(config: Any) -> UNetConfig:
-    try:
-        return UNetConfig(**{k: tuple(v) if isinstance(v, list) else v
-                             for k, v in config.model.to_dict().items()})
-    except TypeError as e:  # an unknown key in config.model
-        raise ValueError(f"config.model: {e}") from None
+    def preview(self, params, batch: Batch, key: jax.Array, sample: Any) -> jnp.ndarray:
+        """The batch's images, downsampled, then upsampled again."""
+        return self.upsample(params, downsample(batch["images"], self.scale), key,
+                             settings=sampler_settings(sample), aug_level=sample.aug_level)
 
 
-def stage_from_config(config: Any):
-    """Builds the unCLIP stage a config selects ('unclip.prior', ...)."""
-    from imagen_jax.diffusion.schedules import get_schedule
+def _schedule(config: Any) -> Schedule:
+    return get_schedule(config.diffusion.schedule, resolution=max(config.image_size, 64))
+
+
+def clip_stage_from_config(config: Any) -> ClipStage:
     from unclip_jax.conditioning import clip_config_from_run
+    return ClipStage(clip_config_from_run(config), image_size=config.image_size)
 
-    kind = config.stage.split(".")[-1]
-    if kind == "clip":
-        return ClipStage(clip_config_from_run(config), image_size=config.image_size)
+
+def prior_stage_from_config(config: Any) -> PriorStage:
+    return PriorStage(dataclass_from_section(PriorConfig, config.model),
+                      schedule=_schedule(config), cond_drop_prob=config.diffusion.cond_drop_prob)
+
+
+def _unet_fields(config: Any) -> dict:
     d = config.diffusion
-    schedule = get_schedule(d.schedule, resolution=max(config.image_size, 64))
-    if kind == "prior":
-        try:
-            prior = PriorConfig(**config.model.to_dict())
-        except TypeError as e:
-            raise ValueError(f"config.model: {e}") from None
-        return PriorStage(prior, schedule=schedule, cond_drop_prob=d.cond_drop_prob)
-    common = dict(unet=_unet(config), image_size=config.image_size, schedule=schedule,
-                  prediction=d.prediction, min_snr_gamma=d.min_snr_gamma or None)
-    if kind == "decoder64":
-        cap = config.caption
-        caption = (TransformerConfig(cap.width, cap.layers, cap.heads, activation="gelu",
-                                     dtype=config.model.get("dtype", "float32"))
-                   if cap.layers else None)
-        return DecoderStage(**common, cond_drop_prob=d.cond_drop_prob,
-                            embed_dim=config.clip.embed_dim,
-                            image_embed_drop_prob=d.image_embed_drop_prob, caption=caption,
-                            caption_input_dim=config.clip.text_width if caption else 0)
-    if kind in ("upsample256", "upsample1024"):
-        return UpsamplerStage(**common, cond_drop_prob=1.0, lowres_size=config.lowres_size,
-                              max_aug_level=d.max_aug_level, train_crop=d.train_crop or None,
-                              degradation=d.degradation)
-    raise ValueError(f"config.stage: unknown unCLIP stage {config.stage!r}; known: "
-                     f"{tuple('unclip.' + s for s in STAGES)}")
+    return dict(unet=dataclass_from_section(UNetConfig, config.model),
+                image_size=config.image_size, schedule=_schedule(config),
+                prediction=d.prediction, min_snr_gamma=d.min_snr_gamma or None)
+
+
+def decoder_stage_from_config(config: Any) -> DecoderStage:
+    d, cap = config.diffusion, config.caption
+    caption = (TransformerConfig(cap.width, cap.layers, cap.heads, activation="gelu",
+                                 dtype=config.model.get("dtype", "float32"))
+               if cap.layers else None)
+    return DecoderStage(**_unet_fields(config), cond_drop_prob=d.cond_drop_prob,
+                        embed_dim=config.clip.embed_dim,
+                        image_embed_drop_prob=d.image_embed_drop_prob, caption=caption,
+                        caption_input_dim=config.clip.text_width if caption else 0)
+
+
+def upsampler_stage_from_config(config: Any) -> UpsamplerStage:
+    d = config.diffusion
+    return UpsamplerStage(**_unet_fields(config), cond_drop_prob=1.0,
+                          lowres_size=config.lowres_size, max_aug_level=d.max_aug_level,
+                          train_crop=d.train_crop or None, degradation=d.degradation)
 
 
 class TokenizerOnly:
@@ -311,18 +316,68 @@ class TokenizerOnly:
         return batch
 
 
-def conditioner_from_config(config: Any, workdir: str, captions) -> Any:
-    """What turns raw batches into stage batches in the train step (None: nothing)."""
-    kind = config.stage.split(".")[-1]
-    if kind == "clip":
-        from imagen_jax.text.from_config import offline_tokenizer
-        return TokenizerOnly(offline_tokenizer(workdir, config.text.max_length,
-                                               config.text.vocab_size, captions))
-    if kind in ("prior", "decoder64"):
-        from unclip_jax.conditioning import load_frozen_clip
-        frozen = load_frozen_clip(config.clip, config.text.max_length)
-        if frozen.embed_dim != config.clip.embed_dim:
-            raise ValueError(f"config.clip.embed_dim {config.clip.embed_dim} != the CLIP "
-                             f"checkpoint's {frozen.embed_dim}")
-        return frozen
-    return None  # upsamplers read images only
+def clip_conditioner(config: Any, workdir: str, captions) -> TokenizerOnly:
+    """CLIP trains on caption ids from the offline tokenizer of its captions."""
+    from imagen_jax.text.from_config import offline_tokenizer
+    return TokenizerOnly(offline_tokenizer(workdir, config.text.max_length,
+                                           config.text.vocab_size, captions))
+
+
+def frozen_clip_conditioner(config: Any, workdir: str, captions) -> Any:
+    """The prior and the decoder read the frozen CLIP's embeddings of each batch."""
+    from unclip_jax.conditioning import load_frozen_clip
+    frozen = load_frozen_clip(config.clip, config.text.max_length)
+    if frozen.embed_dim != config.clip.embed_dim:
+        raise ValueError(f"config.clip.embed_dim {config.clip.embed_dim} != the CLIP "
+                         f"checkpoint's {frozen.embed_dim}")
+    return frozen
+
+
+# -- config checks: widths that must agree between a stage and the CLIP it reads ------
+
+def check_clip_config(config: Any) -> None:
+    """CLIP is trained, never sampled: config.sample is not checked."""
+    if config.model.max_length < config.text.max_length:
+        raise ConfigError(f"config.text.max_length {config.text.max_length} exceeds "
+                          f"config.model.max_length {config.model.max_length}")
+
+
+def _check_clip_source(config: Any, text_dim: int) -> None:
+    if bool(config.clip.workdir) == bool(config.clip.checkpoint):
+        raise ConfigError("config.clip: set exactly one of clip.workdir (a trained "
+                          "unclip.clip run) and clip.checkpoint (a Hugging Face CLIP dir)")
+    if text_dim != config.clip.text_width:
+        raise ConfigError(f"config.model.text_dim {text_dim} != config.clip.text_width "
+                          f"{config.clip.text_width} (the CLIP token states it reads)")
+
+
+def check_prior_config(config: Any) -> None:
+    check_sample_section(config.sample)
+    _check_clip_source(config, config.model.text_dim)
+    if config.model.embed_dim != config.clip.embed_dim:
+        raise ConfigError(f"config.model.embed_dim {config.model.embed_dim} != "
+                          f"config.clip.embed_dim {config.clip.embed_dim}")
+
+
+def check_decoder_config(config: Any) -> None:
+    check_sample_section(config.sample)
+    if config.caption.layers and config.caption.width != config.model.text_dim:
+        raise ConfigError(f"config.caption.width {config.caption.width} != "
+                          f"config.model.text_dim {config.model.text_dim}")
+    # With a caption transformer between, the decoder reads CLIP's states through it.
+    _check_clip_source(config, config.clip.text_width if config.caption.layers
+                       else config.model.text_dim)
+
+
+def check_upsampler_config(config: Any) -> None:
+    check_sample_section(config.sample)
+    check_super_resolution(config)
+
+
+register(StageSpec("unclip.clip", clip_stage_from_config, check_clip_config, clip_conditioner))
+register(StageSpec("unclip.prior", prior_stage_from_config, check_prior_config,
+                   frozen_clip_conditioner))
+register(StageSpec("unclip.decoder64", decoder_stage_from_config, check_decoder_config,
+                   frozen_clip_conditioner))
+for _name in ("unclip.upsample256", "unclip.upsample1024"):  # images only: no conditioner
+    register(StageSpec(_name, upsampler_stage_from_config, check_upsampler_config))

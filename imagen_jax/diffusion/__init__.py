@@ -1,7 +1,7 @@
 """Diffusion math shared by every stage of imagen_jax and unclip_jax."""
 
 from imagen_jax.diffusion.guidance import (
-    check_guidance, classifier_free_guidance, guided_prediction)
+    check_guidance, classifier_free_guidance, drop_condition, guided_prediction, null_condition)
 from imagen_jax.diffusion.losses import diffusion_loss, min_snr_weight
 from imagen_jax.diffusion.parameterization import (
     PREDICTIONS, eps_from_x0, from_x0_eps, q_sample, target, to_x0_eps)

@@ -64,3 +64,26 @@ def classifier_free_guidance(model_fn: ConditionalModelFn, cond: Any, uncond: An
         return guided_prediction(pred[:batch], pred[batch:], guidance_weight)
 
     return denoise_fn
+
+
+def null_condition(cond: Any) -> Any:
+    """The unconditional input of classifier-free guidance: every leaf zeroed (False
+    in boolean masks), which is what a dropped condition is in training."""
+    return jax.tree.map(jnp.zeros_like, cond)
+
+
+def drop_condition(cond: Any, key: jax.Array, prob: float) -> Any:
+    """Classifier-free guidance training (Imagen section 4.1, p = 0.1): each example's
+    condition is replaced by `null_condition` with probability `prob`, one draw per
+    example for every leaf of `cond` together (batch-first arrays; boolean masks
+    become False, other leaves zero)."""
+    leaves = jax.tree.leaves(cond)
+    if not leaves:
+        return cond
+    keep = jax.random.bernoulli(key, 1.0 - prob, (leaves[0].shape[0],))
+
+    def apply(x: jnp.ndarray) -> jnp.ndarray:
+        k = keep.reshape((-1,) + (1,) * (x.ndim - 1))
+        return x & k if x.dtype == jnp.bool_ else x * k
+
+    return jax.tree.map(apply, cond)

@@ -1,10 +1,9 @@
 """Shardings from logical names: parameters, batches, train state, sharded init.
 
 Everything here works from shapes (`jax.eval_shape`), so no full copy of the
-weights is ever built on one host: `sharded_init` compiles the initialiser with
-the parameter shardings as `out_shardings`, and each device materialises only its
-own shard (with jax's default partitionable threefry PRNG, each device also
-generates only its shard's random numbers).
+weights is ever built on one host: `sharded_init` compiles an initialiser with the
+shardings as `out_shardings`, and each device materialises only its own shard
+(imagen_jax/train/sharded.py lays out and initialises a whole train state this way).
 
 Two refinements over plain `nn.logical_to_mesh_axes`, both needed for one rules
 table to fit every model and mesh:
@@ -55,7 +54,8 @@ def _axis_size(mesh: Mesh, axis: str) -> int:
     return mesh.shape[axis]
 
 
-def _fit(axes: MeshAxes, dim: int | None, mesh: Mesh, used: set[str]) -> tuple[str, ...]:
+def _dividing_mesh_axes(axes: MeshAxes, dim: int | None, mesh: Mesh,
+                        used: set[str]) -> tuple[str, ...]:
     """The mesh axes of one dimension that really shard it.
 
     Drops size-1 axes and axes another dimension already uses, then keeps the
@@ -78,7 +78,8 @@ def logical_to_spec(names: Sequence[str | None], shape: Sequence[int], mesh: Mes
     """The PartitionSpec of an array of `shape` with logical axis `names`.
 
     Flax's priority rules pick the mesh axes per name (and never give one mesh axis
-    to two dimensions); `_fit` then removes what cannot shard this shape evenly.
+    to two dimensions); `_dividing_mesh_axes` then removes what cannot shard this
+    shape evenly.
     """
     if len(names) != len(shape):
         raise ValueError(f"logical names {tuple(names)} do not match shape {tuple(shape)}")
@@ -86,7 +87,7 @@ def logical_to_spec(names: Sequence[str | None], shape: Sequence[int], mesh: Mes
     used: set[str] = set()
     entries = []
     for dim, axes in zip(shape, flax_spec):
-        kept = _fit(axes, dim, mesh, used)
+        kept = _dividing_mesh_axes(axes, dim, mesh, used)
         used.update(kept)
         entries.append(_spec_entry(kept))
     return PartitionSpec(*entries)
@@ -117,7 +118,7 @@ def param_shardings(abstract_variables: Any, mesh: Mesh, rules: Rules = DEFAULT_
 
 
 def _batch_axes(mesh: Mesh, rules: Rules) -> tuple[str, ...]:
-    return _fit(nn.logical_to_mesh_axes(("batch",), rules)[0], None, mesh, set())
+    return _dividing_mesh_axes(nn.logical_to_mesh_axes(("batch",), rules)[0], None, mesh, set())
 
 
 def batch_sharding(mesh: Mesh, ndim: int | None = None,
@@ -183,25 +184,22 @@ def state_shardings(state: Any, abstract_params: Any, params_shardings: Any,
                         state, is_leaf=params_like)
 
 
-def _unbox(tree: Any) -> Any:
-    # Without the constraint flax would add inside a `logical_axis_rules` context:
-    # the out_shardings below already place every leaf, with the uneven-dimension
-    # fallback that flax's constraint lacks.
+def unbox_logical(tree: Any) -> Any:
+    """`tree` without its metadata boxes: plain arrays (or ShapeDtypeStructs of an
+    abstract tree). Logically partitioned leaves are unboxed without the sharding
+    constraint flax would add inside a `logical_axis_rules` context: out_shardings
+    place every leaf, with the uneven-dimension fallback that flax's constraint lacks."""
     return nn.unbox(jax.tree.map(
         lambda x: x.unbox(apply_constraint=False) if _is_logical(x) else x, tree,
         is_leaf=_is_logical))
 
 
 def sharded_init(init_fn: Callable[[jax.Array], Any], key: jax.Array, mesh: Mesh,
-                 rules: Rules = DEFAULT_RULES) -> tuple[Any, Any]:
-    """Runs `init_fn(key) -> boxed variables` so that each device builds only its shard.
-
-    Returns (unboxed variables placed by `param_shardings`, those shardings).
-    """
-    shardings = param_shardings(jax.eval_shape(init_fn, key), mesh, rules)
-    key = jax.device_put(key, replicated(mesh))
-    variables = jax.jit(lambda k: _unbox(init_fn(k)), out_shardings=shardings)(key)
-    return variables, shardings
+                 shardings: Any) -> Any:
+    """`init_fn(key)` compiled with `shardings` as its out_shardings, so that each device
+    materialises only its own shard (with jax's partitionable threefry PRNG each device
+    also draws only its shard's random numbers)."""
+    return jax.jit(init_fn, out_shardings=shardings)(jax.device_put(key, replicated(mesh)))
 
 
 def constrain_batch(x: jax.Array, mesh: Mesh, rules: Rules = DEFAULT_RULES) -> jax.Array:

@@ -4,6 +4,7 @@ The step function itself knows nothing about sharding: XLA partitions it from th
 shardings of its inputs and outputs, and inserts the collectives (gradient
 all-reduce for data parallel, all-gather / reduce-scatter for FSDP, the Megatron
 all-reduces for tensor parallel). So the same step runs on one device or a pod.
+The trainer's step is built on it in imagen_jax/train/sharded.py.
 """
 
 from __future__ import annotations
@@ -11,28 +12,9 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import jax
-import optax
 from jax.sharding import Mesh
 
 from imagen_jax.parallel.sharding import replicated
-
-LossFn = Callable[[Any, Any, jax.Array], tuple[jax.Array, dict]]
-
-
-def optimizer_step(loss_fn: LossFn, tx: optax.GradientTransformation) -> Callable:
-    """The plainest train step: `step((params, opt_state), batch, key) -> (state, metrics)`.
-
-    `loss_fn(params, batch, key) -> (loss, metrics)`, e.g. `stage.loss`. The full
-    trainer (`imagen_jax/train/state.py`) adds EMA and non-finite skipping; this
-    one is what the sharding-equivalence tests and small scripts use.
-    """
-    def step(state: tuple[Any, Any], batch: Any, key: jax.Array) -> tuple[tuple[Any, Any], dict]:
-        params, opt_state = state
-        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, key)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state), dict(metrics, loss=loss)
-
-    return step
 
 
 def jit_sharded_step(step_fn: Callable, mesh: Mesh, state_shardings: Any, batch_shardings: Any,

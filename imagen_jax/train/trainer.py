@@ -1,11 +1,15 @@
-"""One training loop for every stage: the config picks the stage; the loop knows only
-`stage.init`, `stage.loss` and `stage.sample`.
+"""One training loop for every stage: the config picks the stage from the registry
+(imagen_jax/stage_registry.py); the loop knows only the Stage and Conditioner
+protocols: `init`, `loss`, `preview` and `prepare`.
 
-    config -> validate -> mesh -> stage, data iterator, text encoder, optimiser
-           -> state shardings from jax.eval_shape (no weights on one host)
-           -> resume (latest checkpoint) | init_from (another run) | fresh init
-           -> loop: next batch -> jit step (explicit shardings, donated state)
+    config -> validate -> mesh -> stage, data iterator, conditioner, optimiser
+           -> state layout from jax.eval_shape (no weights on one host)
+           -> resume (latest checkpoint) | init_from (another run) | fresh sharded init
+           -> loop: next batch -> jitted step (explicit shardings, donated state)
                     -> metrics, progress, periodic samples, checkpoints
+
+The sharded init and step are imagen_jax/train/sharded.py's, the functions the
+sharded == unsharded tests check.
 """
 
 from __future__ import annotations
@@ -28,21 +32,21 @@ from tqdm import tqdm
 from imagen_jax import image_io
 from imagen_jax.data.datasets import builder_from_config, captions
 from imagen_jax.data.pipeline import InputIterator, PipelineConfig, make_dataset
-from imagen_jax.diffusion import SamplerSettings
 from imagen_jax.parallel.distributed import process_zero_first
 from imagen_jax.parallel.mesh import make_mesh
 from imagen_jax.parallel.rules import DEFAULT_RULES, rules_from_config
-from imagen_jax.parallel.sharding import (batch_sharding, param_shardings, replicated,
-                                          shard_batch_tree, state_shardings)
-from imagen_jax.stages import BaseStage
+from imagen_jax.parallel.sharding import batch_sharding
+from imagen_jax.stage_registry import Conditioner, Stage, lookup
 from imagen_jax.train import checkpoint as ckpt_lib
 from imagen_jax.train.optimizer import learning_rate_schedule, make_optimizer
 from imagen_jax.train.preemption import PreemptionWatch
-from imagen_jax.train.state import TrainState, create_state, train_step
-from imagen_jax.train.trained import stage_family
+from imagen_jax.train.sharded import init_state, jit_train_step, state_layout
+from imagen_jax.train.state import TrainState
 from imagen_jax.train.validate import validate_config
 
-STAGE_KEYS = ("images", "lowres", "text", "text_mask")
+# The input pipeline's arrays that go into the step (the rest, e.g. caption strings,
+# stay on the host); a conditioner turns 'text_ids' into what the stage reads.
+STEP_INPUT_KEYS = ("images", "lowres", "text", "text_mask", "text_ids")
 
 
 @dataclasses.dataclass
@@ -53,11 +57,11 @@ class Run:
     workdir: str
     mesh: jax.sharding.Mesh
     rules: Any
-    stage: Any  # an imagen_jax or unclip_jax stage: init, loss, sample
+    stage: Stage
     iterator: InputIterator
-    # Frozen model applied in the train step (.prepare(params, batch), .params,
-    # .tokenizer): Imagen's T5, unCLIP's CLIP; None when batches need nothing.
-    conditioner: Any
+    # Frozen model applied in the train step: Imagen's T5, unCLIP's CLIP; None when
+    # batches need nothing.
+    conditioner: Conditioner | None
     optimizer: Any
     state_shardings: Any
     abstract_state: Any
@@ -77,8 +81,8 @@ def setup(config: Any, workdir: str, devices: list | None = None) -> Run:
     sizes = validate_config(config, device_count=len(devices))
     mesh = make_mesh(sizes, devices)
     rules = rules_from_config(config.logical_rules) if config.logical_rules else DEFAULT_RULES
-    family = stage_family(config)
-    stage = family.stage_from_config(config)
+    spec = lookup(config.stage)
+    stage = spec.build(config)
     # Files written once (the generated dataset, the offline tokenizer): process 0
     # first, so that hosts sharing a workdir or data_dir do not race to write them.
     builder = process_zero_first(lambda: builder_from_config(config.data, workdir), "dataset")
@@ -91,8 +95,7 @@ def setup(config: Any, workdir: str, devices: list | None = None) -> Run:
         from imagen_jax.data.embedding_cache import encoder_signature
         signature = encoder_signature(config.text.checkpoint, config.text.max_length)
     conditioner = process_zero_first(
-        lambda: family.conditioner_from_config(config, workdir,
-                                               functools.partial(captions, builder)),
+        lambda: spec.conditioner(config, workdir, functools.partial(captions, builder)),
         "text conditioner")
 
     lowres_size = config.get("lowres_size", 0)
@@ -110,13 +113,7 @@ def setup(config: Any, workdir: str, devices: list | None = None) -> Run:
                              tokenizer=conditioner.tokenizer if conditioner else None)
 
     optimizer = make_optimizer(config.train)
-    boxed = jax.eval_shape(lambda: stage.init(jax.random.PRNGKey(0), _text_len(config)))
-    param_sh = param_shardings(boxed, mesh, rules)["params"]
-    abstract_params = jax.tree.map(lambda b: b.value, boxed["params"],
-                                   is_leaf=lambda x: hasattr(x, "names"))
-    abstract_state = jax.eval_shape(lambda p: create_state(p, optimizer, jax.random.PRNGKey(0)),
-                                    abstract_params)
-    shardings = state_shardings(abstract_state, abstract_params, param_sh, mesh)
+    abstract_state, shardings = state_layout(stage, optimizer, mesh, rules, _text_len(config))
     checkpointer = ckpt_lib.Checkpointer(
         os.path.join(workdir, "checkpoints"), save_every=config.checkpoint.every_steps,
         keep=config.checkpoint.keep, async_save=config.checkpoint.async_save)
@@ -136,16 +133,8 @@ def initial_state(run: Run) -> TrainState:
                      int(jax.device_get(state.step)))
         return state
     logging.info("starting afresh: no checkpoint in %s", run.checkpointer.directory)
-
-    def init(key):
-        init_key, rng = jax.random.split(key)
-        params = jax.tree.map(lambda x: x.unbox(apply_constraint=False) if hasattr(x, "names")
-                              else x, stage.init(init_key, _text_len(config))["params"],
-                              is_leaf=lambda x: hasattr(x, "names"))
-        return create_state(params, run.optimizer, rng)
-
-    key = jax.device_put(jax.random.PRNGKey(config.seed), replicated(run.mesh))
-    state = jax.jit(init, out_shardings=run.state_shardings)(key)
+    state = init_state(stage, run.optimizer, jax.random.PRNGKey(config.seed), run.mesh,
+                       run.state_shardings, _text_len(config))
     if config.train.init_from:
         params = ckpt_lib.load_params(config.train.init_from, run.abstract_state.params,
                                       run.state_shardings.params)
@@ -155,27 +144,23 @@ def initial_state(run: Run) -> TrainState:
     return state
 
 
-def _stage_batch(batch: dict) -> dict:
-    return {k: v for k, v in batch.items() if k in STAGE_KEYS + ("text_ids",)}
+def step_inputs(batch: dict) -> dict:
+    """The arrays of an input-pipeline batch that the train step reads."""
+    return {k: v for k, v in batch.items() if k in STEP_INPUT_KEYS}
 
 
-def make_step(run: Run, example_batch: dict):
-    """The jitted train step for this run's shardings (text encoding folded in)."""
-    conditioner = run.conditioner
-    skip = run.config.train.nonfinite == "skip"
+def make_step(run: Run, example_batch: dict, compiler_options: dict | None = None):
+    """The jitted train step for this run's shardings (the conditioner folded in)."""
+    return jit_train_step(run.stage, run.optimizer, run.mesh, run.rules, run.state_shardings,
+                          example_batch, conditioner=run.conditioner,
+                          ema_decay=run.config.train.ema_decay,
+                          skip_nonfinite=run.config.train.nonfinite == "skip",
+                          compiler_options=compiler_options)
 
-    def step(state, batch, frozen_params):
-        if conditioner is not None:  # frozen model inside the step: no host round trip
-            batch = conditioner.prepare(frozen_params, batch)
-        return train_step(state, batch, loss_fn=run.stage.loss, optimizer=run.optimizer,
-                          ema_decay=run.config.train.ema_decay, skip_nonfinite=skip)
 
-    batch_sh = shard_batch_tree(example_batch, run.mesh, run.rules)
-    frozen = conditioner.params if conditioner is not None else None
-    frozen_sh = jax.tree.map(lambda _: replicated(run.mesh), frozen)
-    return jax.jit(step, in_shardings=(run.state_shardings, batch_sh, frozen_sh),
-                   out_shardings=(run.state_shardings, replicated(run.mesh)),
-                   donate_argnums=(0,))
+def frozen_params(run: Run) -> Any:
+    """The conditioner's frozen weights: the step's third argument."""
+    return run.conditioner.params if run.conditioner is not None else None
 
 
 def _flops_per_step(compiled: Any) -> float | None:
@@ -189,28 +174,18 @@ def _flops_per_step(compiled: Any) -> float | None:
     return float(cost.get("flops", 0.0)) or None
 
 
-def write_samples(run: Run, state: TrainState, batch: dict, step: int, writer: Any) -> str:
-    """Samples with the EMA params for the batch's first captions; PNG + TensorBoard."""
-    n = min(run.config.log.num_samples, batch["images"].shape[0])
-    if not isinstance(run.stage, BaseStage) or run.config.stage.startswith("unclip."):
-        logging.warning("periodic samples are written for Imagen stages only; unCLIP runs "
-                        "sample with `python -m unclip_jax.generate`")
-        return ""
-    if "text" in batch:
-        text, mask = batch["text"][:n], batch["text_mask"][:n]
-    else:
-        encoder = run.conditioner
-        text = encoder.apply(encoder.params, batch["text_ids"][:n], batch["text_mask"][:n])
-        mask = batch["text_mask"][:n]
-    s = run.config.sample
-    settings = SamplerSettings(sampler=s.sampler, steps=s.steps, eta=s.eta,
-                               threshold=s.threshold, percentile=s.percentile)
-    kwargs = dict(settings=settings, guidance=s.guidance)
-    if "lowres" in batch:
-        kwargs.update(lowres=batch["lowres"][:n], aug_level=s.aug_level)
+def write_samples(run: Run, state: TrainState, inputs: dict, step: int, writer: Any) -> str:
+    """The stage's preview with the EMA params for the batch's first examples, as a PNG
+    grid and in TensorBoard; "" for a stage that makes no images (CLIP, the prior)."""
+    n = min(run.config.log.num_samples, len(next(iter(inputs.values()))))
+    batch = {k: v[:n] for k, v in inputs.items()}
+    if run.conditioner is not None:
+        batch = jax.jit(run.conditioner.prepare)(run.conditioner.params, batch)
     key = jax.random.fold_in(jax.random.PRNGKey(run.config.seed), step)
-    images = np.asarray(jax.device_get(run.stage.sample(state.ema_params, text, mask, key,
-                                                        **kwargs)))
+    images = run.stage.preview(state.ema_params, batch, key, run.config.sample)
+    if images is None:
+        return ""
+    images = np.asarray(jax.device_get(images))
     path = image_io.save_png_grid(images, os.path.join(run.workdir, "samples",
                                                        f"step_{step:08d}.png"))
     writer.write_images(step, {"samples": image_io.to_uint8(images)})
@@ -295,54 +270,91 @@ def train(config: Any, workdir: str, *, devices: list | None = None,
     return state
 
 
+def _compile_step(run: Run, state: TrainState, inputs: dict) -> tuple[Any, float | None]:
+    """The step compiled ahead of time for these shapes, and XLA's FLOPs per step."""
+    compiled = make_step(run, inputs).lower(state, inputs, frozen_params(run)).compile()
+    return compiled, _flops_per_step(compiled)
+
+
+def _stop_if_nonfinite(config: Any, step: int, metrics: dict) -> None:
+    """config.train.nonfinite == 'error': a non-finite loss or gradient stops the run
+    ('skip' drops such updates inside the step and counts them)."""
+    if config.train.nonfinite == "error" and not bool(metrics["finite"]):
+        raise FloatingPointError(
+            f"non-finite loss or gradient norm at step {step} (loss="
+            f"{float(metrics['loss'])}, grad_norm={float(metrics['grad_norm'])}); set "
+            "config.train.nonfinite='skip' to drop such updates instead")
+
+
+@dataclasses.dataclass
+class _MetricsLog:
+    """Averages the metrics of each log.every_steps window and writes them: TensorBoard
+    (clu), WORKDIR/metrics.jsonl (process 0) and the progress bar's postfix."""
+
+    run: Run
+    writer: Any
+    bar: Any
+    start: int
+    flops: float | None = None  # per step, from XLA's cost analysis
+    window: list = dataclasses.field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.schedule = learning_rate_schedule(self.run.config.train)
+        self.restart_clock(self.start)
+
+    def restart_clock(self, step: int) -> None:
+        """Throughput counts from here (after compiling, after each write)."""
+        self.last_time, self.last_step = time.perf_counter(), step
+
+    def add(self, step: int, metrics: dict, state: TrainState) -> None:
+        self.window.append(metrics)
+        config = self.run.config
+        if step % config.log.every_steps and step != config.train.steps:
+            return
+        steps_per_sec = (step - self.last_step) / max(time.perf_counter() - self.last_time, 1e-9)
+        mean = {k: float(np.mean([jax.device_get(m[k]) for m in self.window]))
+                for k in self.window[0] if k != "finite"}
+        scalars = dict(mean, learning_rate=float(self.schedule(step)),
+                       images_per_sec=steps_per_sec * config.train.batch_size,
+                       nonfinite_steps=int(jax.device_get(state.nonfinite_steps)))
+        if self.flops:
+            scalars["flops_per_sec"] = self.flops * steps_per_sec
+        self.writer.write_scalars(step, scalars)
+        if jax.process_index() == 0:
+            append_metrics(self.run.workdir, step, scalars)
+        self.bar.set_postfix(loss=f"{mean['loss']:.4f}",
+                             img_s=f"{scalars['images_per_sec']:.0f}")
+        self.window = []
+        self.restart_clock(step)
+
+
+def _sample_due(config: Any, step: int) -> bool:
+    every = config.log.sample_every_steps
+    return bool(every) and (step % every == 0 or step == config.train.steps)
+
+
 def _loop(run: Run, state: TrainState, start: int, writer: Any, hooks: list, bar: Any,
           watch: PreemptionWatch, on_step: Callable[[int, dict], None] | None) -> TrainState:
     """Steps from `start` to config.train.steps, or to the step a SIGTERM stops at."""
-    config = run.config
-    total = config.train.steps
-    schedule = learning_rate_schedule(config.train)
-    text_params = run.conditioner.params if run.conditioner is not None else None
-    step_fn, flops, window = None, None, []
-    last_time, last_step = time.perf_counter(), start
+    config, total = run.config, run.config.train.steps
+    log = _MetricsLog(run, writer, bar, start)
+    step_fn = None
     for step in range(start, total):
-        batch = next(run.iterator)
-        stage_batch = _stage_batch(batch)
-        if step_fn is None:  # compile once, ahead of time, and read XLA's FLOP count
-            step_fn = make_step(run, stage_batch).lower(state, stage_batch, text_params).compile()
-            flops = _flops_per_step(step_fn)
-            last_time = time.perf_counter()  # throughput excludes compilation
-        state, metrics = step_fn(state, stage_batch, text_params)
-        if config.train.nonfinite == "error" and not bool(metrics["finite"]):
-            raise FloatingPointError(
-                f"non-finite loss or gradient norm at step {step + 1} (loss="
-                f"{float(metrics['loss'])}, grad_norm={float(metrics['grad_norm'])}); set "
-                "config.train.nonfinite='skip' to drop such updates instead")
-        window.append(metrics)
+        inputs = step_inputs(next(run.iterator))
+        if step_fn is None:  # once, ahead of time: the FLOP count comes with it
+            step_fn, log.flops = _compile_step(run, state, inputs)
+            log.restart_clock(step)
+        state, metrics = step_fn(state, inputs, frozen_params(run))
         done = step + 1
+        _stop_if_nonfinite(config, done, metrics)
         if on_step is not None:
             on_step(done, metrics)
         for hook in hooks:
             hook(done)
-        if done % config.log.every_steps == 0 or done == total:
-            now = time.perf_counter()
-            steps_per_sec = (done - last_step) / max(now - last_time, 1e-9)
-            last_time, last_step = now, done
-            mean = {k: float(np.mean([jax.device_get(m[k]) for m in window]))
-                    for k in window[0] if k != "finite"}
-            scalars = dict(mean, learning_rate=float(schedule(done)),
-                           images_per_sec=steps_per_sec * config.train.batch_size,
-                           nonfinite_steps=int(jax.device_get(state.nonfinite_steps)))
-            if flops:
-                scalars["flops_per_sec"] = flops * steps_per_sec
-            writer.write_scalars(done, scalars)
-            if jax.process_index() == 0:
-                append_metrics(run.workdir, done, scalars)
-            bar.set_postfix(loss=f"{mean['loss']:.4f}", img_s=f"{scalars['images_per_sec']:.0f}")
-            window = []
+        log.add(done, metrics, state)
         bar.update(1)
-        every = config.log.sample_every_steps
-        if every and (done % every == 0 or done == total):
-            write_samples(run, state, batch, done, writer)
+        if _sample_due(config, done):
+            write_samples(run, state, inputs, done, writer)
         stop = watch.stop_at(done)  # every process asks at every step (multi-host sync)
         run.checkpointer.save(done, state, run.iterator, force=done == total or stop)
         if stop:

@@ -1,5 +1,9 @@
 """Config validation: every impossible combination stops before anything compiles,
-with one line that names the field."""
+with one line that names the field.
+
+The checks here are the ones every stage shares (stage name, mesh, batch, steps,
+numbers, data); each stage's own checks are its registered `check_config`, which
+lives with its family."""
 
 from __future__ import annotations
 
@@ -9,20 +13,11 @@ from typing import Any
 import jax
 
 from imagen_jax.checks import is_real
-from imagen_jax.diffusion import SamplerSettings, check_guidance
+from imagen_jax.config_sections import ConfigError
 from imagen_jax.parallel.mesh import mesh_shape
-from imagen_jax.stages import check_aug_level
+from imagen_jax.stage_registry import lookup
 
-KNOWN_STAGES = ("imagen.base64", "imagen.sr256", "imagen.sr1024", "unclip.clip",
-                "unclip.prior", "unclip.decoder64", "unclip.upsample256",
-                "unclip.upsample1024")
-# Stages that condition on a low-resolution image (config.lowres_size).
-SUPER_RESOLUTION_STAGES = ("imagen.sr256", "imagen.sr1024", "unclip.upsample256",
-                           "unclip.upsample1024")
-
-
-class ConfigError(ValueError):
-    """A config field holds a value the run cannot use."""
+__all__ = ["ConfigError", "validate_config"]
 
 
 def validate_config(config: Any, device_count: int | None = None,
@@ -30,8 +25,10 @@ def validate_config(config: Any, device_count: int | None = None,
     """Checks `config`; returns the resolved mesh sizes. Raises ConfigError."""
     device_count = jax.device_count() if device_count is None else device_count
     process_count = jax.process_count() if process_count is None else process_count
-    if config.stage not in KNOWN_STAGES:
-        raise ConfigError(f"config.stage: unknown stage {config.stage!r}; known: {KNOWN_STAGES}")
+    try:
+        spec = lookup(config.stage)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     try:
         sizes = mesh_shape(config.mesh, device_count)
     except ValueError as e:
@@ -50,50 +47,16 @@ def validate_config(config: Any, device_count: int | None = None,
         raise ConfigError(f"config.train.nonfinite must be 'error' or 'skip', got "
                           f"{config.train.nonfinite!r}")
     _validate_numbers(config)
-    if config.stage != "unclip.clip":  # CLIP is trained, never sampled
-        _validate_sample(config.sample)
-    if config.stage in SUPER_RESOLUTION_STAGES:
-        low = config.lowres_size
-        if low <= 0 or config.image_size % low:
-            raise ConfigError(f"config.lowres_size {low} does not divide config.image_size "
-                              f"{config.image_size}: the SR factor must be a whole number")
-        crop = config.diffusion.train_crop
-        if crop and (crop > config.image_size or crop % (config.image_size // low)):
-            raise ConfigError(f"config.diffusion.train_crop {crop} must be at most image_size "
-                              f"and divisible by the SR factor {config.image_size // low}")
-    if config.stage.startswith("unclip."):
-        _validate_unclip(config)
-    elif not config.text.checkpoint and config.text.random_t5.d_model != config.model.text_dim:
-        raise ConfigError(f"config.text.random_t5.d_model {config.text.random_t5.d_model} != "
-                          f"config.model.text_dim {config.model.text_dim}")
+    try:
+        spec.check_config(config)
+    except ConfigError:
+        raise
+    except ValueError as e:  # a family's check may raise plain ValueError naming the field
+        raise ConfigError(str(e)) from None
     if config.data.name == "shapes_captions" and config.data.resolution < config.image_size:
         raise ConfigError(f"config.data.resolution {config.data.resolution} is below "
                           f"config.image_size {config.image_size}")
     return sizes
-
-
-def _validate_unclip(config: Any) -> None:
-    """Widths that must agree between an unCLIP stage and the CLIP it conditions on."""
-    kind = config.stage.split(".")[1]
-    if kind in ("prior", "decoder64"):
-        if bool(config.clip.workdir) == bool(config.clip.checkpoint):
-            raise ConfigError("config.clip: set exactly one of clip.workdir (a trained "
-                              "unclip.clip run) and clip.checkpoint (a Hugging Face CLIP dir)")
-        text_dim = config.model.text_dim if kind == "prior" else (
-            config.model.text_dim if not config.caption.layers else config.clip.text_width)
-        if kind == "decoder64" and config.caption.layers and \
-                config.caption.width != config.model.text_dim:
-            raise ConfigError(f"config.caption.width {config.caption.width} != "
-                              f"config.model.text_dim {config.model.text_dim}")
-        if text_dim != config.clip.text_width:
-            raise ConfigError(f"config.model.text_dim {text_dim} != config.clip.text_width "
-                              f"{config.clip.text_width} (the CLIP token states it reads)")
-    if kind == "prior" and config.model.embed_dim != config.clip.embed_dim:
-        raise ConfigError(f"config.model.embed_dim {config.model.embed_dim} != "
-                          f"config.clip.embed_dim {config.clip.embed_dim}")
-    if kind == "clip" and config.model.max_length < config.text.max_length:
-        raise ConfigError(f"config.text.max_length {config.text.max_length} exceeds "
-                          f"config.model.max_length {config.model.max_length}")
 
 
 def _validate_numbers(config: Any) -> None:
@@ -110,17 +73,3 @@ def _validate_numbers(config: Any) -> None:
                                   ("log.sample_every_steps", config.log.sample_every_steps, 0)):
         if not (is_real(value) and value == int(value) and value >= minimum):
             raise ConfigError(f"config.{field} must be an int >= {minimum}, got {value!r}")
-
-
-def _validate_sample(sample: Any) -> None:
-    """config.sample: the defaults of every later sampling run of this stage."""
-    try:
-        SamplerSettings(sampler=sample.sampler, steps=sample.steps, eta=sample.eta,
-                        threshold=sample.threshold, percentile=sample.percentile)
-        check_guidance(sample.guidance)
-        check_aug_level(sample.aug_level)
-    except ValueError as e:
-        raise ConfigError(f"config.sample: {e}") from None
-    if sample.get("best_of", 1) < 1:
-        raise ConfigError(f"config.sample.best_of must be at least 1, got {sample.best_of}")
-

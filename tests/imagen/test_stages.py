@@ -10,7 +10,9 @@ from configs import imagen
 from imagen_jax.cascade import Cascade, CascadeStage, StageSampling
 from imagen_jax.diffusion import SamplerSettings
 from imagen_jax.nn.t5 import T5Config
-from imagen_jax.stages import drop_text, random_crop, stage_from_config, unbox
+from imagen_jax.diffusion import drop_condition
+from imagen_jax.stage_registry import build_stage
+from imagen_jax.stages import random_crop, unbox
 from imagen_jax.text import TextEncoder, Tokenizer, train_sentencepiece
 from tests.text.helpers import shape_captions
 
@@ -20,7 +22,7 @@ FAST = SamplerSettings(steps=3, threshold="dynamic")
 def _stage(name, **diffusion):
     config = imagen.get_config(f"tiny,{name}")
     config.diffusion.update(diffusion)
-    return stage_from_config(config)
+    return build_stage(config)
 
 
 def _batch(stage, size=None, batch=4, seed=0):
@@ -86,7 +88,8 @@ def test_random_crop_takes_aligned_windows():
 def test_text_dropout_gives_the_null_condition():
     text = jnp.ones((1000, 3, 4))
     mask = jnp.ones((1000, 3), bool)
-    dropped_text, dropped_mask = drop_text(text, mask, jax.random.PRNGKey(0), 0.1)
+    dropped_cond = drop_condition({"text": text, "text_mask": mask}, jax.random.PRNGKey(0), 0.1)
+    dropped_text, dropped_mask = dropped_cond["text"], dropped_cond["text_mask"]
     dropped = ~np.asarray(dropped_mask).any(axis=1)
     assert 0.07 < dropped.mean() < 0.13
     assert float(jnp.abs(dropped_text[dropped]).max()) == 0.0

@@ -17,7 +17,7 @@ from imagen_jax.nn.partitioning import unannotated_leaves
 from imagen_jax.parallel import (DEFAULT_RULES, batch_sharding, constrain_batch,
                                  logical_to_spec, make_mesh, param_shardings, replicated,
                                  shard_batch_tree, state_shardings)
-from imagen_jax.stages import stage_from_config
+from imagen_jax.stage_registry import build_stage
 
 MESHES = {
     "data8": {"data": 8},
@@ -74,13 +74,13 @@ GOLDEN = {
 
 @pytest.fixture(scope="module")
 def base_abstract():
-    stage = stage_from_config(imagen.get_config("tiny,base64"))
+    stage = build_stage(imagen.get_config("tiny,base64"))
     return jax.eval_shape(stage.init, jax.random.key(0))
 
 
 @pytest.fixture(scope="module")
 def sr_abstract():
-    stage = stage_from_config(imagen.get_config("tiny,sr256"))
+    stage = build_stage(imagen.get_config("tiny,sr256"))
     return jax.eval_shape(stage.init, jax.random.key(0))
 
 

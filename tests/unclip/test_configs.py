@@ -10,7 +10,7 @@ import pytest
 
 from configs import unclip
 from imagen_jax.train.validate import ConfigError, validate_config
-from unclip_jax.stages import stage_from_config
+from imagen_jax.stage_registry import build_stage
 
 # Table 3 of the paper (U-App. C), in parameters; the issue allows +-15%.
 PAPER_SIZES = {"prior": 1.0e9, "decoder64": 3.5e9, "upsample256": 700e6, "upsample1024": 300e6}
@@ -24,13 +24,13 @@ def _count(stage, text_len: int) -> int:
 @pytest.mark.parametrize("name", PAPER_SIZES)
 def test_paper_sizes(name):
     config = unclip.get_config(f"paper,{name}")
-    count = _count(stage_from_config(config), config.text.max_length)
+    count = _count(build_stage(config), config.text.max_length)
     assert abs(count / PAPER_SIZES[name] - 1) <= 0.15, f"{name}: {count / 1e6:.0f}M parameters"
 
 
 def test_paper_clip_is_vit_h16():
     config = unclip.get_config("paper,clip")
-    count = _count(stage_from_config(config), 77)
+    count = _count(build_stage(config), 77)
     # ViT-H/16 image tower (~630M) + 1024-wide 24-block text tower (~350M).
     assert 0.9e9 < count < 1.1e9, count
 
@@ -43,7 +43,7 @@ def test_tiny_stages_validate_and_build(name):
             validate_config(config, device_count=1)
         config.clip.workdir = "/some/clip/run"
     validate_config(config, device_count=1)
-    _count(stage_from_config(config), config.text.max_length)
+    _count(build_stage(config), config.text.max_length)
 
 
 def test_bad_args_and_widths_are_named():

@@ -16,7 +16,7 @@ from unclip_jax.clip import normalize
 from unclip_jax.conditioning import FrozenCLIP
 from unclip_jax.latents import slerp
 from unclip_jax.pipeline import Loaded, UnclipPipeline
-from unclip_jax.stages import stage_from_config
+from imagen_jax.stage_registry import build_stage
 from tests.text.helpers import shape_captions
 
 
@@ -34,7 +34,7 @@ def pipeline(tmp_path_factory):
     spm = str(tmp_path_factory.mktemp("spm") / "spiece.model")
     train_sentencepiece(shape_captions(200), spm, vocab_size=64)
     tokenizer = Tokenizer(spm, 16)
-    stages = {name: stage_from_config(_config(name)) for name in unclip.STAGES}
+    stages = {name: build_stage(_config(name)) for name in unclip.STAGES}
     key = jax.random.PRNGKey(0)
     params = {name: _random_params(stage, jax.random.fold_in(key, i), 16)
               for i, (name, stage) in enumerate(stages.items())}

@@ -12,7 +12,7 @@ import pytest
 from configs import unclip
 from tests.parallel.test_equivalence import (BATCH, MESHES, _assert_matches_reference,
                                              _sharded_step, make_case)
-from unclip_jax.stages import stage_from_config
+from imagen_jax.stage_registry import build_stage
 
 L = 5
 
@@ -43,7 +43,7 @@ def _batch(stage_name: str, stage) -> dict:
 def case(request):
     config = unclip.get_config(f"tiny,{request.param}")
     config.clip.workdir = "/unused"
-    stage = stage_from_config(config)
+    stage = build_stage(config)
     return make_case(stage, _batch(request.param, stage), text_len=L)
 
 

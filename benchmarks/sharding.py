@@ -28,6 +28,10 @@ shrinking with more devices).
 Batch: `--per_replica_batch` examples per data-parallel shard (paper: 2048 over
 256 TPU-v4 chips for the base model = 8), so the global batch is that times the
 data x fsdp ways.
+
+What is measured (stages' steps, strategies' meshes) is in
+benchmarks/sharding_workloads.py; the report, and the rows `--resume` and `--merge`
+start from, in benchmarks/sharding_report.py.
 """
 
 from __future__ import annotations
@@ -50,10 +54,8 @@ if __name__ == "__main__":  # before jax is imported
                                    " --xla_backend_optimization_level=0").strip()
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import dataclasses  # noqa: E402
-import functools  # noqa: E402
 import math  # noqa: E402
-from typing import Any  # noqa: E402
+from typing import Callable  # noqa: E402
 
 import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
@@ -61,7 +63,11 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from jax.sharding import AbstractMesh  # noqa: E402
 
-from imagen_jax.evaluate.report import environment, grid_table, write_report  # noqa: E402
+from benchmarks.sharding_report import (GIB, Measurement, device_kind, report,  # noqa: E402
+                                        resumed_results)
+from benchmarks.sharding_workloads import (STAGES, Workload, abstract_params,  # noqa: E402
+                                           strategies, workload)
+from imagen_jax.evaluate.report import environment, write_report  # noqa: E402
 from imagen_jax.parallel import analysis  # noqa: E402
 from imagen_jax.parallel.mesh import MESH_AXES, make_mesh  # noqa: E402
 from imagen_jax.parallel.rules import DEFAULT_RULES  # noqa: E402
@@ -69,118 +75,9 @@ from imagen_jax.parallel.sharding import (logical_to_spec, param_shardings,  # n
                                           params_like_predicate, replicated,
                                           shard_batch_tree, state_shardings)
 
-GIB = 1024 ** 3
-IMAGEN_STAGES = ("base64", "sr256", "sr1024")
-UNCLIP_STAGES = ("prior", "decoder64", "upsample256")
-STAGES = ("t5",) + IMAGEN_STAGES + UNCLIP_STAGES
-# T5 v1.1 XXL's encoder (Imagen's text encoder; HF google/t5-v1_1-xxl config.json).
-T5_XXL = dict(vocab_size=32128, d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64,
-              feed_forward_proj="gated-gelu")
-
-
-def strategies(n: int) -> dict[str, dict[str, int]]:
-    """Mesh shapes over n devices. Hybrids put 2 devices on the second axis: data x
-    FSDP = 2 FSDP groups of n/2 (e.g. two slices), FSDP x tensor = tensor pairs."""
-    out = {"data": {"data": n}, "fsdp": {"fsdp": n}, "tensor": {"tensor": n}}
-    if n >= 4 and n % 2 == 0:
-        out["data x fsdp"] = {"data": 2, "fsdp": n // 2}
-        out["fsdp x tensor"] = {"fsdp": n // 2, "tensor": 2}
-    return out
-
 
 def _full(sizes: dict[str, int]) -> dict[str, int]:
     return {a: sizes.get(a, 1) for a in MESH_AXES}
-
-
-@dataclasses.dataclass
-class Workload:
-    """One stage's step as abstract pieces: the function, its state and batch shapes."""
-
-    name: str
-    boxed: Any  # eval_shape of the init: params with logical names
-    step: Any  # (state, batch) -> outputs
-    make_state: Any  # abstract params -> abstract state (None: the state is the params)
-    batch: dict  # name -> ShapeDtypeStruct (global shapes)
-    param_dtype: Any = None  # cast params to this (frozen bf16 T5)
-    abstract_state: Any = None  # make_state(params), cached by state_bytes_at
-
-
-def _sds(shape, dtype=jnp.float32) -> jax.ShapeDtypeStruct:
-    return jax.ShapeDtypeStruct(tuple(int(s) for s in shape), dtype)
-
-
-def _config(stage: str, size: str):
-    from configs import imagen, unclip
-    module = imagen if stage in IMAGEN_STAGES else unclip
-    config = module.get_config(f"{size},{stage}")
-    if stage in UNCLIP_STAGES:
-        config.clip.workdir = "/unused"  # the frozen CLIP is not part of these steps
-    return config
-
-
-def _t5_workload(size: str, batch: int) -> Workload:
-    from configs import imagen
-    from imagen_jax.nn.t5 import T5Config, T5Encoder
-
-    if size == "paper":
-        cfg, length, dtype = T5Config(**T5_XXL, dtype=jnp.bfloat16), 128, jnp.bfloat16
-    else:
-        text = imagen.get_config("tiny,base64").text
-        cfg, length, dtype = T5Config(**text.random_t5.to_dict()), text.max_length, None
-    module = T5Encoder(cfg)
-    ids = _sds((batch, length), jnp.int32)
-    boxed = jax.eval_shape(module.init, jax.random.PRNGKey(0), ids, ids)
-    step = lambda params, b: module.apply({"params": params}, b["text_ids"], b["text_mask"])
-    return Workload("t5", boxed["params"], step, None,
-                    {"text_ids": ids, "text_mask": _sds((batch, length), jnp.int32)}, dtype)
-
-
-def _stage_batch(stage: str, config: Any, batch: int) -> dict:
-    side = config.diffusion.train_crop or config.image_size
-    if stage in IMAGEN_STAGES:
-        length, width = config.text.max_length, config.model.text_dim
-        out = {"images": _sds((batch, side, side, 3)), "text": _sds((batch, length, width)),
-               "text_mask": _sds((batch, length), jnp.int32)}
-        if config.lowres_size:
-            low = side * config.lowres_size // config.image_size
-            out["lowres"] = _sds((batch, low, low, 3))
-        return out
-    if stage.startswith("upsample"):  # images only: the degraded low-res is made in the step
-        return {"images": _sds((batch, side, side, 3))}
-    length, width, dim = config.text.max_length, config.clip.text_width, config.clip.embed_dim
-    out = {"text": _sds((batch, length, width)), "text_mask": _sds((batch, length), jnp.int32),
-           "text_embed": _sds((batch, dim)), "image_embed": _sds((batch, dim))}
-    if stage == "decoder64":
-        out["images"] = _sds((batch, side, side, 3))
-    return out
-
-
-def _train_workload(stage: str, size: str, batch: int) -> Workload:
-    from imagen_jax.train.optimizer import make_optimizer
-    from imagen_jax.train.state import create_state, train_step
-    from imagen_jax.train.trained import stage_family
-
-    config = _config(stage, size)
-    model = stage_family(config).stage_from_config(config)
-    boxed = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), config.text.max_length))
-    tx = make_optimizer(config.train)
-    step = functools.partial(train_step, loss_fn=model.loss, optimizer=tx,
-                             ema_decay=config.train.ema_decay, skip_nonfinite=False)
-    make_state = lambda p: jax.eval_shape(lambda q: create_state(q, tx, jax.random.PRNGKey(0)),
-                                          p)
-    return Workload(stage, boxed["params"], lambda s, b: step(s, b), make_state,
-                    _stage_batch(stage, config, batch))
-
-
-def workload(stage: str, size: str, batch: int) -> Workload:
-    return _t5_workload(size, batch) if stage == "t5" else _train_workload(stage, size, batch)
-
-
-def _unbox(boxed: Any, dtype: Any = None) -> Any:
-    def leaf(x):
-        value = x.value if isinstance(x, nn.LogicallyPartitioned) else x
-        return _sds(value.shape, dtype or value.dtype)
-    return jax.tree.map(leaf, boxed, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
 
 
 def _replicas(sizes: dict[str, int]) -> int:
@@ -201,7 +98,7 @@ def state_bytes_at(w: Workload, sizes: dict[str, int]) -> dict[str, int]:
                 out[i] = math.ceil(out[i] / full[axis])
         return out
 
-    params = _unbox(w.boxed, w.param_dtype)
+    params = abstract_params(w)
     names = jax.tree.leaves(jax.tree.map(lambda x: x.names, w.boxed,
                                          is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned)),
                             is_leaf=lambda x: isinstance(x, tuple))
@@ -229,38 +126,15 @@ def state_bytes_at(w: Workload, sizes: dict[str, int]) -> dict[str, int]:
     return out
 
 
-@dataclasses.dataclass
-class Measurement:
-    stage: str
-    size: str
-    strategy: str
-    mesh: dict
-    global_batch: int
-    params_total_bytes: int
-    params_bytes: int  # per device
-    optimizer_bytes: int  # per device, incl. the EMA copy
-    temp_bytes: int  # per device
-    peak_bytes: int  # per device
-    collectives: dict  # kind -> {count, payload_mib, sent_mib}
-    sent_mib: float
-    compile_s: float
-    step_ms: float | None = None
-    flops: float | None = None  # the whole step's (all devices), XLA's cost analysis
-    environment: str = ""  # machine and versions the row was measured on
-    device: str = "cpu"  # the devices' kind ("cpu": fake CPU devices, a simulation)
-
-    @property
-    def key(self) -> tuple:
-        return (self.size, self.stage, self.strategy)
-
-
-def measure(w_fn, stage: str, size: str, strategy: str, sizes: dict[str, int],
-            per_replica_batch: int, time_steps: int) -> Measurement:
+def measure(w_fn: Callable[[str, str, int], Workload], stage: str, size: str, strategy: str,
+            sizes: dict[str, int], per_replica_batch: int, time_steps: int) -> Measurement:
+    """Compiles `stage`'s step (built by `w_fn`) sharded by `strategy` on a mesh of
+    `sizes`, reads its memory and collectives, and times `time_steps` steps (0: none)."""
     n = math.prod(sizes.values())
     mesh = make_mesh(sizes, jax.devices()[:n])
     batch = per_replica_batch * _replicas(sizes)
     w = w_fn(stage, size, batch)
-    params = _unbox(w.boxed, w.param_dtype)
+    params = abstract_params(w)
     p_sh = param_shardings(w.boxed, mesh, DEFAULT_RULES)
     if w.make_state is None:
         state, st_sh = params, p_sh
@@ -300,7 +174,7 @@ def measure(w_fn, stage: str, size: str, strategy: str, sizes: dict[str, int],
                              sent_mib=v.sent_bytes / mib) for k, v in coll.items() if v.count},
         sent_mib=sum(v.sent_bytes for v in coll.values()) / mib, compile_s=compile_s,
         step_ms=step_ms, flops=flops, environment=_environment(),
-        device=_device_kind())
+        device=device_kind())
 
 
 def _time_steps(compiled, state, st_sh, batch, b_sh, donated: bool, steps: int) -> float:
@@ -346,16 +220,12 @@ def min_devices(w: Workload, strategy: str, m: Measurement, budget_gib: float,
     return None
 
 
-def _fmt(x: float | None, digits: int = 2) -> str:
-    return "—" if x is None else f"{x:.{digits}f}"
-
-
 def model_flops(stage: str, size: str, batch: int) -> float | None:
     """FLOPs of one whole step (all devices), from XLA's cost analysis of the unsharded,
     unoptimised step lowered on this host: a property of the program, not the machine,
     so it fills in rows whose backend gave none (the GPU backend's lowering does not)."""
     w = workload(stage, size, batch)
-    params = _unbox(w.boxed, w.param_dtype)
+    params = abstract_params(w)
     state = params if w.make_state is None else w.make_state(params)
     cost = jax.jit(w.step).lower(state, w.batch).cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
@@ -365,128 +235,7 @@ def model_flops(stage: str, size: str, batch: int) -> float | None:
 def _environment() -> str:
     """environment(), plus XLA_FLAGS on accelerators (they change what is timed there)."""
     flags = os.environ.get("XLA_FLAGS", "")
-    return environment() + (f"; XLA_FLAGS={flags}" if flags and _device_kind() != "cpu" else "")
-
-
-def _device_kind() -> str:
-    d = jax.devices()[0]
-    return "cpu" if d.platform == "cpu" else d.device_kind
-
-
-def report(results: list[Measurement], fits: dict, args: Any) -> tuple[list[str], dict]:
-    envs = list(dict.fromkeys(r.environment for r in results))
-    tag = {e: chr(ord("A") + i) for i, e in enumerate(envs)}
-    kinds = list(dict.fromkeys(r.device for r in results)) or [_device_kind()]
-    if len(kinds) > 1:
-        raise SystemExit(f"{args.out}: rows measured on different device kinds {kinds}; "
-                         "write them to separate reports")
-    on_cpu = kinds[0] == "cpu"
-    label = "CPU sim" if on_cpu else kinds[0]
-    where = (f"{args.devices} fake CPU devices (XLA_FLAGS=--xla_force_host_platform_device_count)"
-             if on_cpu else f"{args.devices} x {label}")
-    machines = (f"Machine: {envs[0]}" if len(envs) == 1 else
-                "Machines (column 'on'): " + "; ".join(f"{tag[e]}: {e}" for e in envs))
-    timing = ("Step time: CPU simulation (all fake devices share the host's cores) — a ranking "
-              "of overheads, not accelerator speed." if on_cpu else
-              "Step time: mean wall time of the jitted step on the accelerator after a warm-up, "
-              "random inputs; TFLOP/s per device = the step's FLOPs (XLA's cost analysis of the "
-              "lowered, unpartitioned step) / devices / step time.")
-    note = [args.note, ""] if args.note else []
-    argv = " ".join(a for a in sys.argv[1:] if not a.startswith("--note"))  # the note is above
-    lines = [f"# Data- vs model-parallel sharding ({time.strftime('%Y-%m-%d')})", "", *note,
-             (f"Rebuilt from the measured rows: `python benchmarks/sharding.py {argv}`; the "
-              "same without `--report_only` (and `--merge`) measures the rows still missing."
-              if args.report_only else
-              f"Regenerate: `python benchmarks/sharding.py {argv}` "
-              "(`--resume` keeps the rows already in the JSON and measures the rest)."),
-             "", f"{machines}; {where}. Per-device numbers: "
-             "parameters and optimiser state (Adam/Adafactor + EMA) exact from the "
-             "shardings; temporaries and peak from XLA's buffer assignment; bytes sent per "
-             f"device per step from the partitioned HLO under ring algorithms. {timing} "
-             "T5 rows are the frozen encoder's forward pass (no optimiser).", "",
-             f"The per-replica batch is fixed ({args.per_replica_batch or 'tiny 2, paper 8'} "
-             "examples per data x fsdp shard), so the global batch differs between "
-             "strategies: tensor parallelism replicates the batch over 'tensor'."
-             + (" On the CPU backend XLA lowers reduce-scatter as all-reduce + slice, so "
-                "FSDP's gradient reduce-scatter appears in the all-reduce column (about twice "
-                "the bytes a TPU reduce-scatter sends)." if on_cpu else ""), ""]
-    for size in args.sizes:
-        rows = [r for r in results if r.size == size]
-        if not rows:
-            continue
-        lines += [f"## {size} size", ""]
-        missing = [f"{st}/{t}" for (sz, st, t) in args.jobs if sz == size
-                   and (sz, st, t) not in {r.key for r in rows}]
-        if missing:
-            lines += [f"Partial: not measured yet: {', '.join(missing)}.", ""]
-        unit, scale = ("GiB", GIB) if size == "paper" else ("MiB", 1024 ** 2)
-        timed = any(r.step_ms for r in rows)
-        header = (["stage", "strategy", "mesh (d,f,t)", "batch", f"params total {unit}",
-                   f"params/dev {unit}", f"opt+EMA/dev {unit}", f"temp/dev {unit}",
-                   f"peak/dev {unit}", "all-reduce MiB", "all-gather MiB",
-                   "reduce-scatter MiB", "all-to-all MiB", "sent/dev MiB", "compile s"]
-                  + ([f"step ms ({label})"] if timed else [])
-                  + (["TFLOP/s"] if timed and not on_cpu else [])
-                  + (["on"] if len(envs) > 1 else []))
-        table = []
-        for r in rows:
-            c = lambda k: _fmt(r.collectives.get(k, {}).get("sent_mib", 0.0), 1)
-            n = math.prod(r.mesh.values())
-            tflops = (r.flops / n / (r.step_ms / 1e3) / 1e12 if r.flops and r.step_ms else None)
-            table.append([r.stage, r.strategy, ",".join(str(r.mesh[a]) for a in MESH_AXES),
-                          r.global_batch, _fmt(r.params_total_bytes / scale),
-                          _fmt(r.params_bytes / scale), _fmt(r.optimizer_bytes / scale),
-                          _fmt(r.temp_bytes / scale), _fmt(r.peak_bytes / scale),
-                          c("all-reduce"), c("all-gather"), c("reduce-scatter"), c("all-to-all"),
-                          _fmt(r.sent_mib, 1), _fmt(r.compile_s, 1)]
-                         + ([_fmt(r.step_ms, 1)] if timed else [])
-                         + ([f"{tflops:.3g}" if tflops else "—"] if timed and not on_cpu else [])
-                         + ([tag[r.environment]] if len(envs) > 1 else []))
-        lines += grid_table(header, table) + [""]
-        if size == "paper" and fits:
-            lines += ["### Fewest devices that fit a per-device memory budget", "",
-                      "Powers of 2 from 1 to 65,536. `—`: none fits — the state a strategy "
-                      "replicates, or the rest of the peak at this per-replica batch "
-                      "(activations, gathered weights), is over the budget by itself.", ""]
-            budgets = list(args.budgets_gib)
-            header = ["stage", "strategy"] + [f"{b:g} GiB" for b in budgets]
-            table = [[r.stage, r.strategy] + [str(fits[(r.stage, r.strategy)].get(b) or "—")
-                                              for b in budgets]
-                     for r in rows if (r.stage, r.strategy) in fits]
-            lines += grid_table(header, table) + [""]
-    payload = {"date": time.strftime("%Y-%m-%d"), "note": args.note or "", "environments": envs,
-               "devices": args.devices, "per_replica_batch": args.per_replica_batch,
-               "results": [dataclasses.asdict(r) for r in results],
-               "min_devices": [{"stage": s, "strategy": t, "budgets_gib": {str(b): n for b, n
-                                                                             in v.items()}}
-                               for (s, t), v in fits.items()]}
-    return lines, payload
-
-
-def _read_json(path: str) -> dict:
-    import json
-
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
-def load_results(json_path: str, devices: int) -> list[Measurement]:
-    """Rows of an earlier report (for --resume); a report for another device count or
-    in another format is an error, not silently measured over."""
-    payload = _read_json(json_path)
-    if payload.get("devices") != devices:
-        raise SystemExit(f"--resume: {json_path} was measured on {payload.get('devices')} "
-                         f"devices, not --devices={devices}")
-    fields = {f.name for f in dataclasses.fields(Measurement)}
-    env = payload.get("environment", "")  # reports written before per-row environments
-    rows = []
-    for d in payload.get("results", []):
-        unknown = set(d) - fields
-        if unknown:
-            raise SystemExit(f"--resume: {json_path}: unknown result fields {sorted(unknown)}")
-        d.setdefault("environment", env)
-        rows.append(Measurement(**d))
-    return rows
+    return environment() + (f"; XLA_FLAGS={flags}" if flags and device_kind() != "cpu" else "")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -535,21 +284,17 @@ def main(argv: list[str] | None = None) -> None:
     if bad:
         p.error(f"--strategies: unknown {bad}; choose from {list(shapes)}")
     json_path = os.path.splitext(args.out)[0] + ".json"
-    results = (load_results(json_path, args.devices)
-               if args.resume and os.path.exists(json_path) else [])
+    results, resumed_note = resumed_results(json_path, args.devices, args.resume,
+                                            [x for x in args.merge.split(",") if x])
     if args.note is None:  # keep the note of the report being resumed
-        args.note = (_read_json(json_path).get("note", "")
-                     if args.resume and os.path.exists(json_path) else "")
-    for path in (x for x in args.merge.split(",") if x):
-        have = {r.key for r in results}
-        results += [r for r in load_results(path, args.devices) if r.key not in have]
+        args.note = resumed_note
     args.jobs = [(size, stage, strategy) for size in args.sizes for stage in stages
                  for strategy in chosen]
     done = {r.key for r in results}
-    on_cpu = _device_kind() == "cpu"
-    if not args.report_only and {r.device for r in results} - {_device_kind()}:
+    on_cpu = device_kind() == "cpu"
+    if not args.report_only and {r.device for r in results} - {device_kind()}:
         p.error(f"--resume: {json_path} holds rows measured on "
-                f"{sorted({r.device for r in results})}, this run is on {_device_kind()}")
+                f"{sorted({r.device for r in results})}, this run is on {device_kind()}")
 
     from tqdm import tqdm
     fits = {}

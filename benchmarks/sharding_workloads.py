@@ -99,11 +99,11 @@ def _stage_batch(stage: str, config: Any, batch: int) -> dict:
 
 def _train_workload(stage: str, size: str, batch: int) -> Workload:
     from imagen_jax.train.optimizer import make_optimizer
+    from imagen_jax.stage_registry import build_stage
     from imagen_jax.train.state import create_state, train_step
-    from imagen_jax.train.trained import stage_family
 
     config = _config(stage, size)
-    model = stage_family(config).stage_from_config(config)
+    model = build_stage(config)
     boxed = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), config.text.max_length))
     tx = make_optimizer(config.train)
     step = functools.partial(train_step, loss_fn=model.loss, optimizer=tx,

@@ -6,13 +6,13 @@ from __future__ import annotations
 import pytest
 
 from imagen_jax.diffusion import SamplerSettings
+from imagen_jax.stage_registry import build_stage
 from imagen_jax.text.hf_tokenizer import HFTokenizer
 from imagen_jax.text.tokenizer import Tokenizer, train_sentencepiece
 from tests.hostile.helpers import MAX_LENGTH, WORDS, unclip_config
 from tests.text.helpers import shape_captions
 from unclip_jax.conditioning import FrozenCLIP
 from unclip_jax.pipeline import Loaded, UnclipPipeline
-from unclip_jax.stages import stage_from_config as unclip_stage
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,7 @@ def tokenizer(request, spm, hf_tokenizer):
 def weightless_pipeline(spm) -> UnclipPipeline:
     """An unCLIP pipeline whose models have no weights (params=None): any call that got
     as far as a model would fail, so each refusal is shown to come first."""
-    clip = FrozenCLIP(unclip_stage(unclip_config("clip")).clip, None, spm)
+    clip = FrozenCLIP(build_stage(unclip_config("clip")).clip, None, spm)
     settings = SamplerSettings(steps=4)
-    return UnclipPipeline(clip, Loaded(unclip_stage(unclip_config("prior")), None, settings),
-                          Loaded(unclip_stage(unclip_config("decoder64")), None, settings))
+    return UnclipPipeline(clip, Loaded(build_stage(unclip_config("prior")), None, settings),
+                          Loaded(build_stage(unclip_config("decoder64")), None, settings))

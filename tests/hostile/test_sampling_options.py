@@ -11,7 +11,7 @@ from imagen_jax.cascade import StageSampling
 from imagen_jax.diffusion import SamplerSettings
 from imagen_jax.sample import smoke_sample
 from imagen_jax.sample_cascade import Overrides
-from imagen_jax.stages import stage_from_config as imagen_stage
+from imagen_jax.stage_registry import build_stage
 from tests.hostile.helpers import INF, NAN, refused, unclip_config
 from unclip_jax.pipeline import Loaded, load_pipeline, settings_from_config
 
@@ -52,7 +52,7 @@ def test_guidance_is_checked_at_every_sampling_entry(guidance, weightless_pipeli
     refused(ValueError, GUIDANCE, StageSampling, guidance=guidance)
     refused(ValueError, GUIDANCE, smoke_sample, str(tmp_path / "x.png"),
             settings=SamplerSettings(steps=2), guidance=guidance)
-    base = imagen_stage(imagen.get_config("tiny,base64"))  # built, never initialised
+    base = build_stage(imagen.get_config("tiny,base64"))  # built, never initialised
     text, mask = jnp.zeros((1, 4, base.unet.text_dim)), jnp.ones((1, 4), bool)
     refused(ValueError, GUIDANCE, base.sample, None, text, mask, None, guidance=guidance)
     decoder = weightless_pipeline.decoder.stage
@@ -64,7 +64,7 @@ def test_guidance_is_checked_at_every_sampling_entry(guidance, weightless_pipeli
 
 
 def test_sr_aug_level_is_checked_before_sampling():
-    sr = imagen_stage(imagen.get_config("tiny,sr256"))
+    sr = build_stage(imagen.get_config("tiny,sr256"))
     text, mask = jnp.zeros((1, 4, sr.unet.text_dim)), jnp.ones((1, 4), bool)
     refused(ValueError, AUG_LEVEL + ", got 1.01$", sr.sample, None, text, mask, None,
             lowres=jnp.zeros((1, 8, 8, 3)), aug_level=1.01)

@@ -14,6 +14,7 @@ import numpy as np
 
 from imagen_jax import image_io
 from imagen_jax.checks import check_aug_level, open_utf8
+from imagen_jax.config_sections import SAMPLER_FIELDS, sampler_settings
 from imagen_jax.cascade import Cascade, CascadeStage, StageSampling
 from imagen_jax.diffusion import SamplerSettings, check_guidance
 from imagen_jax.text.tokenizer import check_prompts
@@ -43,12 +44,11 @@ class Overrides:
 
 
 def stage_sampling(config: Any, overrides: Overrides) -> StageSampling:
+    """How a stage samples: its config.sample, with the options given replacing it."""
     s = config.sample
-    pick = lambda name: getattr(overrides, name) if getattr(overrides, name) is not None \
-        else s[name]
-    settings = SamplerSettings(sampler=pick("sampler"), steps=pick("steps"), eta=pick("eta"),
-                               threshold=pick("threshold"), percentile=pick("percentile"),
-                               prediction=config.diffusion.prediction)
+    settings = sampler_settings(s, config.diffusion.prediction,
+                                **{name: getattr(overrides, name) for name in SAMPLER_FIELDS})
+    pick = lambda name: s[name] if getattr(overrides, name) is None else getattr(overrides, name)
     return StageSampling(settings=settings, guidance=pick("guidance"),
                          aug_level=pick("aug_level"))
 
@@ -84,27 +84,41 @@ def load_cascade(workdirs: Sequence[str], overrides: Overrides = Overrides(),
     return Cascade(stages[0].text_encoder, stages)
 
 
+def generate_in_batches(generate_fn: Callable[[list[str], jax.Array], Sequence[Any]],
+                        prompts: Sequence[str], *, seed: int, batch_size: int,
+                        on_batch: Callable[[], None] | None = None) -> list[np.ndarray]:
+    """`generate_fn(prompts, key) -> images per stage`, over batches of `batch_size`;
+    returns each stage's images for all prompts, in order.
+
+    Batch i uses the key fold_in(PRNGKey(seed), i), in every sampler of both
+    families: the same seed and batch size give the same images. With more than one
+    batch the last is padded to `batch_size` (repeating its last prompt) so that the
+    samplers compile once.
+    """
+    per_stage: list[list[np.ndarray]] | None = None
+    for index, start in enumerate(range(0, len(prompts), batch_size)):
+        chunk = list(prompts[start:start + batch_size])
+        padded = chunk + [chunk[-1]] * (batch_size - len(chunk)) if len(prompts) > batch_size \
+            else chunk
+        outputs = generate_fn(padded, jax.random.fold_in(jax.random.PRNGKey(seed), index))
+        if per_stage is None:
+            per_stage = [[] for _ in outputs]
+        for images, out in zip(outputs, per_stage):
+            out.append(np.asarray(jax.device_get(images))[:len(chunk)])
+        if on_batch is not None:
+            on_batch()
+    return [np.concatenate(chunks) for chunks in per_stage or []]
+
+
 def generate(cascade: Cascade, prompts: Sequence[str], *, seed: int = 0, batch_size: int = 64,
              progress: Callable[[str], None] | None = None) -> list[np.ndarray]:
-    """Every stage's images ([-1, 1], lowest resolution first) for `prompts`, in batches.
-
-    The last batch is padded to `batch_size` so the samplers compile once. Batch i
-    uses the key fold_in(PRNGKey(seed), i): the same seed and batch size give the
-    same images.
-    """
+    """Every stage's images ([-1, 1], lowest resolution first) for `prompts`, in batches
+    (`generate_in_batches`)."""
     prompts = check_prompts(prompts)  # a str is one prompt, not a list of characters
     if not prompts:
         raise ValueError("no prompts given")
-    per_stage: list[list[np.ndarray]] = [[] for _ in cascade.stages]
-    for index, start in enumerate(range(0, len(prompts), batch_size)):
-        chunk = prompts[start:start + batch_size]
-        padded = chunk + [chunk[-1]] * (batch_size - len(chunk)) if len(prompts) > batch_size \
-            else chunk
-        key = jax.random.fold_in(jax.random.PRNGKey(seed), index)
-        outputs = cascade(padded, key, progress=progress)
-        for images, out in zip(outputs, per_stage):
-            out.append(np.asarray(jax.device_get(images))[:len(chunk)])
-    return [np.concatenate(chunks) for chunks in per_stage]
+    return generate_in_batches(lambda p, key: cascade(p, key, progress=progress), prompts,
+                               seed=seed, batch_size=batch_size)
 
 
 def write_captioned_pngs(images: np.ndarray, prompts: Sequence[str], out_dir: str) -> list[str]:

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from imagen_jax.config_sections import sampler_settings
 from imagen_jax.diffusion import SamplerSettings, check_guidance, check_steps
 from imagen_jax.text.tokenizer import check_prompts
 from unclip_jax.clip import normalize
@@ -34,16 +35,8 @@ from unclip_jax.stages import DecoderStage, PriorStage, UpsamplerStage
 INTERPOLATE_NOISE = ("fixed", "slerp", "fresh")
 
 
-def settings_from_config(config: Any, steps: int | None = None) -> SamplerSettings:
-    s = config.sample
-    # `is None`, not `or`: steps=0 is an error to report, not a request for the default.
-    return SamplerSettings(sampler=s.sampler, steps=s.steps if steps is None else steps,
-                           eta=s.eta, threshold=s.threshold, percentile=s.percentile,
-                           prediction=config.diffusion.prediction)
-
-
 @dataclasses.dataclass
-class Loaded:
+class TrainedStage:
     """A trained stage, its params, and how to sample it."""
 
     stage: Any
@@ -58,9 +51,9 @@ class Loaded:
 @dataclasses.dataclass
 class UnclipPipeline:
     clip: FrozenCLIP
-    prior: Loaded | None
-    decoder: Loaded
-    upsamplers: list[Loaded] = dataclasses.field(default_factory=list)
+    prior: TrainedStage | None
+    decoder: TrainedStage
+    upsamplers: list[TrainedStage] = dataclasses.field(default_factory=list)
     best_of: int = 2
     # The decoder also reads the caption when one is given (paper: dropped 50% in
     # training, so it works with and without).
@@ -187,12 +180,15 @@ class UnclipPipeline:
         return self.decode(edited, decode_key, z_init=z_init), edited
 
 
-def _loaded(workdir: str, steps: int | None, guidance: float | None) -> tuple[Any, Loaded]:
+def _load_trained(workdir: str, steps: int | None, guidance: float | None) -> tuple[Any, TrainedStage]:
     from imagen_jax.train.trained import load_trained_stage
 
     config, stage, params = load_trained_stage(workdir)
-    return config, Loaded(stage, params, settings_from_config(config, steps),
-                          config.sample.guidance if guidance is None else guidance)
+    # sampler_settings keeps steps=0 (an error to report, not a request for the default).
+    return config, TrainedStage(stage, params,
+                                sampler_settings(config.sample, config.diffusion.prediction,
+                                                 steps=steps),
+                                config.sample.guidance if guidance is None else guidance)
 
 
 def load_pipeline(decoder: str, *, prior: str | None = None, upsamplers: Sequence[str] = (),
@@ -207,19 +203,19 @@ def load_pipeline(decoder: str, *, prior: str | None = None, upsamplers: Sequenc
     for guidance in (decoder_guidance, prior_guidance):
         if guidance is not None:
             check_guidance(guidance)
-    dec_config, dec = _loaded(decoder, decoder_steps, decoder_guidance)
+    dec_config, dec = _load_trained(decoder, decoder_steps, decoder_guidance)
     if not isinstance(dec.stage, DecoderStage):
         raise ValueError(f"{decoder} holds a {dec_config.stage!r} run, not unclip.decoder64")
     clip = load_frozen_clip(dec_config.clip, dec_config.text.max_length)
     pri, pri_best = None, 2
     if prior:
-        pri_config, pri = _loaded(prior, prior_steps, prior_guidance)
+        pri_config, pri = _load_trained(prior, prior_steps, prior_guidance)
         if not isinstance(pri.stage, PriorStage):
             raise ValueError(f"{prior} holds a {pri_config.stage!r} run, not unclip.prior")
         pri_best = pri_config.sample.best_of
     ups = []
     for path in upsamplers:
-        up_config, up = _loaded(path, upsampler_steps, None)
+        up_config, up = _load_trained(path, upsampler_steps, None)
         if not isinstance(up.stage, UpsamplerStage):
             raise ValueError(f"{path} holds a {up_config.stage!r} run, not an unCLIP upsampler")
         ups.append(up)

@@ -72,6 +72,32 @@ def _text_len(config: Any) -> int:
     return config.text.max_length
 
 
+def _input_iterator(config: Any, builder: Any, mesh: jax.sharding.Mesh, rules: Any,
+                    conditioner: Conditioner | None) -> InputIterator:
+    """This process's slice of the data as global batches sharded along 'batch';
+    captions tokenised by the conditioner's tokenizer."""
+    signature = None
+    if config.data.embedding_cache:
+        if not config.text.checkpoint:
+            raise ValueError("config.data.embedding_cache needs config.text.checkpoint: the "
+                             "cache is checked against the encoder the config names")
+        from imagen_jax.data.embedding_cache import encoder_signature
+        signature = encoder_signature(config.text.checkpoint, config.text.max_length)
+    lowres_size = config.get("lowres_size", 0)
+    pipeline = PipelineConfig(
+        image_size=config.image_size, global_batch_size=config.train.batch_size,
+        lowres_size=lowres_size, crop_size=config.diffusion.train_crop if lowres_size else 0,
+        random_flip=config.data.random_flip, shuffle_buffer=config.data.shuffle_buffer,
+        seed=config.seed)
+    dataset = make_dataset(builder, config.data.split, pipeline,
+                           process_index=jax.process_index(),
+                           process_count=jax.process_count(),
+                           embedding_cache=config.data.embedding_cache or None,
+                           cache_signature=signature)
+    return InputIterator(dataset, batch_sharding(mesh, rules=rules),
+                         tokenizer=conditioner.tokenizer if conditioner else None)
+
+
 def setup(config: Any, workdir: str, devices: list | None = None) -> Run:
     """Validates the config and builds the run's pieces (no compilation yet).
 
@@ -86,32 +112,10 @@ def setup(config: Any, workdir: str, devices: list | None = None) -> Run:
     # Files written once (the generated dataset, the offline tokenizer): process 0
     # first, so that hosts sharing a workdir or data_dir do not race to write them.
     builder = process_zero_first(lambda: builder_from_config(config.data, workdir), "dataset")
-
-    signature = None
-    if config.data.embedding_cache:
-        if not config.text.checkpoint:
-            raise ValueError("config.data.embedding_cache needs config.text.checkpoint: the "
-                             "cache is checked against the encoder the config names")
-        from imagen_jax.data.embedding_cache import encoder_signature
-        signature = encoder_signature(config.text.checkpoint, config.text.max_length)
     conditioner = process_zero_first(
         lambda: spec.conditioner(config, workdir, functools.partial(captions, builder)),
         "text conditioner")
-
-    lowres_size = config.get("lowres_size", 0)
-    pipeline = PipelineConfig(
-        image_size=config.image_size, global_batch_size=config.train.batch_size,
-        lowres_size=lowres_size, crop_size=config.diffusion.train_crop if lowres_size else 0,
-        random_flip=config.data.random_flip, shuffle_buffer=config.data.shuffle_buffer,
-        seed=config.seed)
-    dataset = make_dataset(builder, config.data.split, pipeline,
-                           process_index=jax.process_index(),
-                           process_count=jax.process_count(),
-                           embedding_cache=config.data.embedding_cache or None,
-                           cache_signature=signature)
-    iterator = InputIterator(dataset, batch_sharding(mesh, rules=rules),
-                             tokenizer=conditioner.tokenizer if conditioner else None)
-
+    iterator = _input_iterator(config, builder, mesh, rules, conditioner)
     optimizer = make_optimizer(config.train)
     abstract_state, shardings = state_layout(stage, optimizer, mesh, rules, _text_len(config))
     checkpointer = ckpt_lib.Checkpointer(

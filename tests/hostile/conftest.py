@@ -12,7 +12,7 @@ from imagen_jax.text.tokenizer import Tokenizer, train_sentencepiece
 from tests.hostile.helpers import MAX_LENGTH, WORDS, unclip_config
 from tests.text.helpers import shape_captions
 from unclip_jax.conditioning import FrozenCLIP
-from unclip_jax.pipeline import Loaded, UnclipPipeline
+from unclip_jax.pipeline import TrainedStage, UnclipPipeline
 
 
 @pytest.fixture(scope="module")
@@ -54,5 +54,5 @@ def weightless_pipeline(spm) -> UnclipPipeline:
     as far as a model would fail, so each refusal is shown to come first."""
     clip = FrozenCLIP(build_stage(unclip_config("clip")).clip, None, spm)
     settings = SamplerSettings(steps=4)
-    return UnclipPipeline(clip, Loaded(build_stage(unclip_config("prior")), None, settings),
-                          Loaded(build_stage(unclip_config("decoder64")), None, settings))
+    return UnclipPipeline(clip, TrainedStage(build_stage(unclip_config("prior")), None, settings),
+                          TrainedStage(build_stage(unclip_config("decoder64")), None, settings))

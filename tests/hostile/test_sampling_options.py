@@ -8,12 +8,13 @@ import pytest
 
 from configs import imagen
 from imagen_jax.cascade import StageSampling
+from imagen_jax.config_sections import sampler_settings
 from imagen_jax.diffusion import SamplerSettings
 from imagen_jax.sample import smoke_sample
 from imagen_jax.sample_cascade import Overrides
 from imagen_jax.stage_registry import build_stage
 from tests.hostile.helpers import INF, NAN, refused, unclip_config
-from unclip_jax.pipeline import Loaded, load_pipeline, settings_from_config
+from unclip_jax.pipeline import TrainedStage, load_pipeline
 
 
 GUIDANCE = r"^guidance must be a finite number >= 0 \(1 = no guidance, 0 = unconditional\)"
@@ -58,7 +59,7 @@ def test_guidance_is_checked_at_every_sampling_entry(guidance, weightless_pipeli
     decoder = weightless_pipeline.decoder.stage
     refused(ValueError, GUIDANCE, decoder.sample, None, text, mask, None,
             image_embed=jnp.zeros((1, decoder.embed_dim)), guidance=guidance)
-    refused(ValueError, GUIDANCE, Loaded, decoder, None, SamplerSettings(), guidance)
+    refused(ValueError, GUIDANCE, TrainedStage, decoder, None, SamplerSettings(), guidance)
     refused(ValueError, GUIDANCE, load_pipeline, str(tmp_path / "missing"),
             decoder_guidance=guidance)
 
@@ -72,7 +73,8 @@ def test_sr_aug_level_is_checked_before_sampling():
 
 def test_unclip_zero_steps_is_an_error_not_the_default(tmp_path):
     """It used to fall back silently to the config's steps (`steps or default`)."""
-    refused(ValueError, STEPS + ", got 0$", settings_from_config, unclip_config("decoder64"), 0)
+    refused(ValueError, STEPS + ", got 0$", sampler_settings, unclip_config("decoder64").sample,
+            steps=0)
     refused(ValueError, STEPS + ", got 0$", load_pipeline, str(tmp_path / "missing"),
             decoder_steps=0)
-    assert settings_from_config(unclip_config("decoder64"), None).steps == 16
+    assert sampler_settings(unclip_config("decoder64").sample, steps=None).steps == 16

@@ -15,7 +15,7 @@ from imagen_jax.text.tokenizer import Tokenizer, train_sentencepiece
 from unclip_jax.clip import normalize
 from unclip_jax.conditioning import FrozenCLIP
 from unclip_jax.latents import slerp
-from unclip_jax.pipeline import Loaded, UnclipPipeline
+from unclip_jax.pipeline import TrainedStage, UnclipPipeline
 from imagen_jax.stage_registry import build_stage
 from tests.text.helpers import shape_captions
 
@@ -41,9 +41,9 @@ def pipeline(tmp_path_factory):
     clip = FrozenCLIP(stages["clip"].clip, params["clip"], tokenizer)
     steps = SamplerSettings(sampler="ddim", steps=8)
     return UnclipPipeline(
-        clip, Loaded(stages["prior"], params["prior"], SamplerSettings(sampler="ddpm", steps=8)),
-        Loaded(stages["decoder64"], params["decoder64"], steps, guidance=2.0),
-        [Loaded(stages["upsample256"], params["upsample256"], steps)])
+        clip, TrainedStage(stages["prior"], params["prior"], SamplerSettings(sampler="ddpm", steps=8)),
+        TrainedStage(stages["decoder64"], params["decoder64"], steps, guidance=2.0),
+        [TrainedStage(stages["upsample256"], params["upsample256"], steps)])
 
 
 def _config(name):

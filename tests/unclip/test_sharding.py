@@ -1,8 +1,8 @@
-"""The sharded == unsharded check of tests/parallel/test_equivalence.py, for the
-unCLIP stages: one Adam step on a (data 2, fsdp 2, tensor 2) mesh of the 8
-fake devices equals the single-device step. For CLIP this also shows that the
-contrastive loss sees the global batch: a per-device similarity matrix would give
-a different loss."""
+"""The sharded == unsharded check of tests/parallel/test_equivalence.py for the unCLIP
+stages: the trainer's own step (imagen_jax/train/sharded.py) on data-parallel, FSDP,
+tensor-parallel and mixed meshes of the 8 fake devices equals the one-device step.
+For CLIP this also shows that the contrastive loss sees the global batch: a
+per-device similarity matrix would give a different loss."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from configs import unclip
-from tests.parallel.test_equivalence import (BATCH, MESHES, _assert_matches_reference,
-                                             _sharded_step, make_case)
 from imagen_jax.stage_registry import build_stage
+from tests.parallel.test_equivalence import (BATCH, MESHES, TEXT_LEN, assert_matches_reference,
+                                             assert_sharded_as_laid_out, make_case, trainer_step)
 
-L = 5
+L = TEXT_LEN
 
 
 def _batch(stage_name: str, stage) -> dict:
@@ -44,10 +44,12 @@ def case(request):
     config = unclip.get_config(f"tiny,{request.param}")
     config.clip.workdir = "/unused"
     stage = build_stage(config)
-    return make_case(stage, _batch(request.param, stage), text_len=L)
+    return make_case(stage, _batch(request.param, stage))
 
 
-@pytest.mark.parametrize("mesh_name", ["mixed222"])  # data x fsdp x tensor at once
-def test_unclip_step_matches_single_device(case, mesh_name):
-    new_state, loss, _, _ = _sharded_step(case, MESHES[mesh_name])
-    _assert_matches_reference(case, new_state, loss)
+@pytest.mark.parametrize("mesh_name", MESHES)
+def test_unclip_trainer_step_matches_single_device(case, mesh_name):
+    new_state, loss, shardings, old_state = trainer_step(case.stage, case.batch, case.start,
+                                                         MESHES[mesh_name])
+    assert_matches_reference(case, new_state, loss)
+    assert_sharded_as_laid_out(new_state, shardings, old_state)

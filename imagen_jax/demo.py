@@ -18,6 +18,7 @@ import json
 import os
 import sys
 import time
+from typing import Any, Sequence
 
 from absl import app, flags
 
@@ -33,6 +34,16 @@ DEMO_PROMPTS = (
 )
 
 
+def apply_quick_settings(config: Any) -> None:
+    """A smoke run (--quick), the same for every stage of both demos: a few steps on a
+    small generated set, a checkpoint at the end, few sampling steps."""
+    config.train.steps = 20
+    config.data.num_train = 500
+    config.checkpoint.every_steps = 20
+    config.log.every_steps = 10
+    config.sample.steps = 10
+
+
 def stage_configs(quick: bool, base_steps: int | None = None, sr_steps: int | None = None,
                   data_dir: str = "") -> dict:
     from configs import imagen_demo
@@ -41,11 +52,7 @@ def stage_configs(quick: bool, base_steps: int | None = None, sr_steps: int | No
     for name, steps in (("base", base_steps), ("sr", sr_steps)):
         c = configs[name]
         if quick:
-            c.train.steps = 20
-            c.data.num_train = 500
-            c.checkpoint.every_steps = 20
-            c.log.every_steps = 10
-            c.sample.steps = 10
+            apply_quick_settings(c)
         if steps is not None:
             c.train.steps = steps
         c.data.data_dir = data_dir
@@ -68,26 +75,57 @@ def train_stages(workdir: str, configs: dict) -> dict[str, str]:
     return workdirs
 
 
+def demo_prompts() -> list[str]:
+    """DEMO_PROMPTS without the held-out marks."""
+    return [p.rstrip("*") for p in DEMO_PROMPTS]
+
+
+def save_demo_grids(outputs: Sequence[Any], out_dir: str) -> list[str]:
+    """One labelled grid per stage's images of `demo_prompts()`: grid_<side>.png."""
+    from imagen_jax import image_io
+
+    return [image_io.save_labelled_grid(images, list(DEMO_PROMPTS),
+                                        os.path.join(out_dir, f"grid_{images.shape[1]}.png"),
+                                        columns=4)
+            for images in outputs]
+
+
 def sample_grids(cascade, out_dir: str, seed: int) -> list[str]:
     """The fixed prompts through the cascade: one labelled grid per stage."""
-    from imagen_jax import image_io
     from imagen_jax.sample_cascade import generate
 
-    prompts = [p.rstrip("*") for p in DEMO_PROMPTS]
-    outputs = generate(cascade, prompts, seed=seed, batch_size=len(prompts))
-    paths = []
-    for images in outputs:
-        path = os.path.join(out_dir, f"grid_{images.shape[1]}.png")
-        paths.append(image_io.save_labelled_grid(images, list(DEMO_PROMPTS), path, columns=4))
-    return paths
+    prompts = demo_prompts()
+    return save_demo_grids(generate(cascade, prompts, seed=seed, batch_size=len(prompts)),
+                           out_dir)
+
+
+def score_shapesbench(images: Any, prompts: Sequence[str], out_dir: str, title: str,
+                      extra: dict | None = None) -> dict:
+    """Scores final images of ShapesBench `prompts`; writes them (PNGs + captions.jsonl
+    under images/) and shapesbench.json (summary, per-prompt rows, `extra`); prints
+    the table. Images below 64 px are enlarged (nearest) first: ShapesBench's
+    detector is validated at 64 px."""
+    from imagen_jax.evaluate.shapesbench import format_table, score_images
+    from imagen_jax.image_io import to_uint8
+    from imagen_jax.sample_cascade import write_captioned_pngs
+
+    if images.shape[1] < 64:
+        factor = 64 // images.shape[1]
+        images = images.repeat(factor, 1).repeat(factor, 2)
+    write_captioned_pngs(images, prompts, os.path.join(out_dir, "images"))
+    rows, summary = score_images(list(to_uint8(images)), prompts)
+    with open(os.path.join(out_dir, "shapesbench.json"), "w", encoding="utf-8") as f:
+        json.dump({"summary": summary, "rows": rows, **(extra or {})}, f, indent=1)
+    print(format_table(summary, f"{title}, {len(prompts)} held-out test prompts "
+                                f"({images.shape[1]} px)"))
+    return summary
 
 
 def shapesbench(cascade, out_dir: str, num_prompts: int, seed: int) -> dict:
     from tqdm import tqdm
 
-    from imagen_jax.evaluate.shapesbench import format_table, score_images, shapesbench_prompts
-    from imagen_jax.image_io import to_uint8
-    from imagen_jax.sample_cascade import generate, write_captioned_pngs
+    from imagen_jax.evaluate.shapesbench import shapesbench_prompts
+    from imagen_jax.sample_cascade import generate
 
     prompts = shapesbench_prompts(num_prompts, split="test")
     batch = min(48, len(prompts))
@@ -95,13 +133,7 @@ def shapesbench(cascade, out_dir: str, num_prompts: int, seed: int) -> dict:
               unit="stage") as bar:
         outputs = generate(cascade, prompts, seed=seed, batch_size=batch,
                            progress=lambda _: bar.update(1))
-    write_captioned_pngs(outputs[-1], prompts, os.path.join(out_dir, "images"))
-    rows, summary = score_images(list(to_uint8(outputs[-1])), prompts)
-    with open(os.path.join(out_dir, "shapesbench.json"), "w", encoding="utf-8") as f:
-        json.dump({"summary": summary, "rows": rows}, f, indent=1)
-    print(format_table(summary, f"ShapesBench, {len(prompts)} held-out test prompts "
-                                f"({outputs[-1].shape[1]} px)"))
-    return summary
+    return score_shapesbench(outputs[-1], prompts, out_dir, "ShapesBench")
 
 
 def run_demo(workdir: str, *, quick: bool = False, base_steps: int | None = None,
@@ -153,5 +185,7 @@ def _define_flags() -> None:
 
 
 if __name__ == "__main__":
+    from imagen_jax.xla_flags import add_default_xla_flags
+    add_default_xla_flags()  # before JAX starts its backend
     _define_flags()
     app.run(main)

@@ -20,7 +20,6 @@ import time
 from typing import Sequence
 
 from absl import app, flags
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -29,15 +28,14 @@ STAGE_ORDER = ("clip", "prior", "decoder", "upsampler")
 
 def stage_configs(workdir: str, quick: bool, upsampler: bool, steps: dict[str, int]) -> dict:
     from configs import unclip_demo
+    from imagen_jax.demo import apply_quick_settings
 
     data_dir = os.path.join(workdir, "tensorflow_datasets")
     configs = {}
     for name in STAGE_ORDER if upsampler else STAGE_ORDER[:3]:
         c = unclip_demo.get_config(name)
         if quick:
-            c.train.steps, c.data.num_train = 20, 500
-            c.checkpoint.every_steps, c.log.every_steps = 20, 10
-            c.sample.steps = 10
+            apply_quick_settings(c)
         if steps.get(name):
             c.train.steps = steps[name]
         c.data.data_dir = data_dir
@@ -76,25 +74,17 @@ def generate_batched(pipe, prompts: Sequence[str], seed: int, batch: int = 48
     """pipe.generate over fixed-size batches (one compilation), per stage."""
     from tqdm import tqdm
 
-    per_stage = None
-    key = jax.random.PRNGKey(seed)
-    for start in tqdm(range(0, len(prompts), batch), desc="unCLIP sampling", unit="batch"):
-        chunk = list(prompts[start:start + batch])
-        padded = chunk + [chunk[-1]] * (batch - len(chunk))
-        outputs = pipe.generate(padded, jax.random.fold_in(key, start))
-        outputs = [np.asarray(jax.device_get(o))[:len(chunk)] for o in outputs]
-        per_stage = [[] for _ in outputs] if per_stage is None else per_stage
-        for acc, out in zip(per_stage, outputs):
-            acc.append(out)
-    return [np.concatenate(chunks) for chunks in per_stage]
+    from imagen_jax.sample_cascade import generate_in_batches
+
+    with tqdm(total=-(-len(prompts) // batch), desc="unCLIP sampling", unit="batch") as bar:
+        return generate_in_batches(pipe.generate, prompts, seed=seed, batch_size=batch,
+                                   on_batch=lambda: bar.update(1))
 
 
 def run_demo(workdir: str, *, quick: bool = False, upsampler: bool = True,
              steps: dict[str, int] | None = None, eval_prompts: int = 96, seed: int = 0) -> dict:
-    from imagen_jax import image_io
-    from imagen_jax.demo import DEMO_PROMPTS, train_stages
-    from imagen_jax.evaluate.shapesbench import format_table, score_images, shapesbench_prompts
-    from imagen_jax.sample_cascade import write_captioned_pngs
+    from imagen_jax.demo import demo_prompts, save_demo_grids, score_shapesbench, train_stages
+    from imagen_jax.evaluate.shapesbench import shapesbench_prompts
     from unclip_jax.pipeline import load_pipeline
 
     start = time.perf_counter()
@@ -111,24 +101,15 @@ def run_demo(workdir: str, *, quick: bool = False, upsampler: bool = True,
           f"image->text {retrieval['image_to_text_top1']:.1%}, text->image "
           f"{retrieval['text_to_image_top1']:.1%} (chance {retrieval['chance']:.1%})")
 
-    prompts = [p.rstrip("*") for p in DEMO_PROMPTS]
-    grids = []
-    for images in generate_batched(pipe, prompts, seed, batch=len(prompts)):
-        path = os.path.join(workdir, "samples", f"grid_{images.shape[1]}.png")
-        grids.append(image_io.save_labelled_grid(images, list(DEMO_PROMPTS), path, columns=4))
+    prompts = demo_prompts()
+    grids = save_demo_grids(generate_batched(pipe, prompts, seed, batch=len(prompts)),
+                            os.path.join(workdir, "samples"))
     print(f"[unclip demo] grids: {', '.join(grids)}", flush=True)
 
     test_prompts = shapesbench_prompts(min(eval_prompts, 24) if quick else eval_prompts)
-    final = generate_batched(pipe, test_prompts, seed)[-1]
-    if final.shape[1] < 64:  # ShapesBench is validated at 64 px: enlarge (nearest)
-        final = final.repeat(64 // final.shape[1], 1).repeat(64 // final.shape[1], 2)
-    out_dir = os.path.join(workdir, "shapesbench")
-    write_captioned_pngs(final, test_prompts, os.path.join(out_dir, "images"))
-    rows, summary = score_images(list(image_io.to_uint8(final)), test_prompts)
-    with open(os.path.join(out_dir, "shapesbench.json"), "w", encoding="utf-8") as f:
-        json.dump({"summary": summary, "rows": rows, "clip_retrieval": retrieval}, f, indent=1)
-    print(format_table(summary, f"ShapesBench (unCLIP), {len(test_prompts)} held-out test "
-                                f"prompts ({final.shape[1]} px)"))
+    summary = score_shapesbench(generate_batched(pipe, test_prompts, seed)[-1], test_prompts,
+                                os.path.join(workdir, "shapesbench"), "ShapesBench (unCLIP)",
+                                extra={"clip_retrieval": retrieval})
     print(f"[unclip demo] done in {time.perf_counter() - start:.0f}s")
     return {"summary": summary, "retrieval": retrieval, "workdirs": workdirs, "grids": grids}
 
@@ -161,5 +142,7 @@ def _define_flags() -> None:
 
 
 if __name__ == "__main__":
+    from imagen_jax.xla_flags import add_default_xla_flags
+    add_default_xla_flags()  # before JAX starts its backend
     _define_flags()
     app.run(main)

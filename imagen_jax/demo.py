@@ -172,16 +172,20 @@ def main(argv):
         sys.exit(f"error: {e}")
 
 
-def _define_flags() -> None:
-    """CLI flags, defined only when run as a program (unclip_jax.demo imports this
-    module and has flags of the same names)."""
-    flags.DEFINE_string("workdir", "runs/demo", "Where the demo writes everything.")
+def define_demo_flags(default_workdir: str) -> None:
+    """The flags both demos take (each adds its stages' step counts). Defined only
+    when run as a program: unclip_jax.demo imports this module."""
+    flags.DEFINE_string("workdir", default_workdir, "Where the demo writes everything.")
     flags.DEFINE_bool("quick", False, "A smoke run: a few steps per stage, few prompts.")
+    flags.DEFINE_integer("eval_prompts", 96, "ShapesBench prompts (test split).")
+    flags.DEFINE_integer("seed", 0, "Sampling seed.")
+
+
+def _define_flags() -> None:
+    define_demo_flags("runs/demo")
     flags.DEFINE_integer("base_steps", None, "Base-stage train steps (default: "
                          "configs/imagen_demo.py).")
     flags.DEFINE_integer("sr_steps", None, "SR-stage train steps (default: config).")
-    flags.DEFINE_integer("eval_prompts", 96, "ShapesBench prompts (test split).")
-    flags.DEFINE_integer("seed", 0, "Sampling seed.")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from typing import Any, Sequence
 import jax
 import jax.numpy as jnp
 
+from imagen_jax.config_sections import dataclass_from_section
 from imagen_jax.image_io import check_images
 from imagen_jax.text.tokenizer import Tokenizer
 from unclip_jax.clip import CLIP, CLIPConfig
@@ -88,11 +89,7 @@ class FrozenCLIP:
 
 def clip_config_from_run(config: Any) -> CLIPConfig:
     """The CLIPConfig an `unclip.clip` run config describes."""
-    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in config.model.to_dict().items()}
-    try:
-        return CLIPConfig(**fields)
-    except TypeError as e:  # an unknown key in config.model
-        raise ValueError(f"config.model: {e}") from None
+    return dataclass_from_section(CLIPConfig, config.model)
 
 
 def load_frozen_clip(clip: Any, max_length: int) -> FrozenCLIP:

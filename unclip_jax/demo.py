@@ -132,13 +132,12 @@ def main(argv):
 
 
 def _define_flags() -> None:
-    flags.DEFINE_string("workdir", "runs/unclip_demo", "Where the demo writes everything.")
-    flags.DEFINE_bool("quick", False, "A smoke run: a few steps per stage, few prompts.")
+    from imagen_jax.demo import define_demo_flags
+
+    define_demo_flags("runs/unclip_demo")
     flags.DEFINE_bool("upsampler", True, "Also train and apply the 32 -> 64 upsampler.")
     for name in STAGE_ORDER:
         flags.DEFINE_integer(f"{name}_steps", None, f"{name} train steps (default: config).")
-    flags.DEFINE_integer("eval_prompts", 96, "ShapesBench prompts (test split).")
-    flags.DEFINE_integer("seed", 0, "Sampling seed.")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Config sections every stage shares: data, mesh, training loop, checkpoints, logging.
 
-Stage-family files (configs/imagen.py, later configs/unclip.py) call `add_common`
+Stage-family files (configs/imagen.py, configs/unclip.py) call `add_common`
 and then set what is specific to their stages.
 """
 

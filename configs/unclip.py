@@ -30,6 +30,8 @@ Choices where the paper is silent or our architecture differs (see PAPERS.md):
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import ml_collections
 
 from configs.common import add_common
@@ -44,6 +46,34 @@ _CLIP_PAPER = dict(embed_dim=1024, image_size=256, patch_size=16, vision_width=1
 _CLIP_TINY = dict(embed_dim=32, image_size=16, patch_size=4, vision_width=32, vision_layers=2,
                   vision_heads=2, vocab_size=128, max_length=16, text_width=32, text_layers=2,
                   text_heads=2)
+
+
+class _Training(NamedTuple):
+    """One stage's paper training hyperparameters; each field is the config.train key
+    it sets."""
+    learning_rate: float
+    batch_size: int
+    steps: int
+    b2: float
+    eps: float
+    weight_decay: float
+    ema_decay: float
+
+
+# Table 3. CLIP: lr 3e-4 (App. C), the rest "as in CLIP" (batch 32768, beta2 0.98,
+# eps 1e-6, weight decay 0.2); its step count is [?].
+_PAPER_TRAINING = {
+    "clip": _Training(learning_rate=3e-4, batch_size=32768, steps=100_000, b2=0.98,
+                      eps=1e-6, weight_decay=0.2, ema_decay=0.9999),
+    "prior": _Training(learning_rate=1.1e-4, batch_size=4096, steps=600_000, b2=0.96,
+                       eps=1e-6, weight_decay=6e-2, ema_decay=0.9999),
+    "decoder64": _Training(learning_rate=1.2e-4, batch_size=2048, steps=800_000, b2=0.999,
+                           eps=1e-8, weight_decay=0.0, ema_decay=0.9999),
+    "upsample256": _Training(learning_rate=1.2e-4, batch_size=1024, steps=1_000_000,
+                             b2=0.999, eps=1e-8, weight_decay=0.0, ema_decay=0.9999),
+    "upsample1024": _Training(learning_rate=1e-4, batch_size=512, steps=1_000_000, b2=0.999,
+                              eps=1e-8, weight_decay=0.0, ema_decay=0.9999),
+}
 
 
 def _model(variant: str, stage: str, clip: dict) -> dict:
@@ -155,18 +185,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.sample.best_of = 2  # prior: keep the better of 2 z_i by similarity to z_t
 
     add_common(c, paper=paper)
-    hyper = {  # Table 3: lr, batch, steps, beta2, eps, weight decay, EMA. CLIP: lr 3e-4
-        # (App. C), the rest "as in CLIP" (batch 32768, beta2 0.98, eps 1e-6, wd 0.2);
-        # its step count is [?].
-        "clip": (3e-4, 32768, 100_000, 0.98, 1e-6, 0.2, 0.9999),
-        "prior": (1.1e-4, 4096, 600_000, 0.96, 1e-6, 6e-2, 0.9999),
-        "decoder64": (1.2e-4, 2048, 800_000, 0.999, 1e-8, 0.0, 0.9999),
-        "upsample256": (1.2e-4, 1024, 1_000_000, 0.999, 1e-8, 0.0, 0.9999),
-        "upsample1024": (1e-4, 512, 1_000_000, 0.999, 1e-8, 0.0, 0.9999)}[stage]
     c.train.optimizer = "adamw"
     if paper:
-        (c.train.learning_rate, c.train.batch_size, c.train.steps, c.train.b2, c.train.eps,
-         c.train.weight_decay, c.train.ema_decay) = hyper
+        c.train.update(_PAPER_TRAINING[stage]._asdict())
     else:
         c.train.learning_rate = 1e-3
     c.data.resolution = c.image_size

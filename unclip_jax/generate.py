@@ -28,7 +28,9 @@ from imagen_jax import image_io
 MODES = ("sample", "variations", "invert", "interpolate", "textdiff")
 
 @dataclasses.dataclass(frozen=True)
-class Options:
+class GenerateOptions:
+    """What one `run` needs: the stage workdirs, the inputs of its mode, sampling
+    settings and where the PNGs go (the CLI flags of the same names)."""
     decoder: str
     prior: str | None = None
     upsamplers: tuple[str, ...] = ()
@@ -46,16 +48,17 @@ class Options:
     seed: int = 0
 
 
-def _pipeline(o: Options):
+def _pipeline(options: GenerateOptions):
     from unclip_jax.pipeline import load_pipeline
-    if not o.decoder:
+    if not options.decoder:
         raise ValueError("--decoder is required")
-    return load_pipeline(o.decoder, prior=o.prior, upsamplers=o.upsamplers,
-                         decoder_steps=o.steps, decoder_guidance=o.guidance)
+    return load_pipeline(options.decoder, prior=options.prior,
+                         upsamplers=options.upsamplers, decoder_steps=options.steps,
+                         decoder_guidance=options.guidance)
 
 
-def _images(o: Options, pipe, count: int | None = None) -> jnp.ndarray:
-    paths = o.images
+def _images(options: GenerateOptions, pipe, count: int | None = None) -> jnp.ndarray:
+    paths = options.images
     if not paths or (count is not None and len(paths) != count):
         raise ValueError(f"--images: expected {count or 'at least one'} image(s), got "
                          f"{len(paths)}")
@@ -63,65 +66,66 @@ def _images(o: Options, pipe, count: int | None = None) -> jnp.ndarray:
     return jnp.asarray(np.stack([image_io.load_image(p, size) for p in paths]))
 
 
-def _write(o: Options, outputs, labels: list[str], name: str) -> list[str]:
+def _write(options: GenerateOptions, outputs, labels: list[str], name: str) -> list[str]:
     paths = []
     for images in outputs:
         side = images.shape[1]
-        path = os.path.join(o.out_dir, f"{name}_{side}.png")
+        path = os.path.join(options.out_dir, f"{name}_{side}.png")
         paths.append(image_io.save_labelled_grid(np.asarray(images), labels, path,
                                                  columns=len(labels)))
     return paths
 
 
-def run(mode: str, o: Options) -> list[str]:
+def run(mode: str, options: GenerateOptions) -> list[str]:
     """Runs one mode; returns the written PNG paths."""
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
-    os.makedirs(o.out_dir, exist_ok=True)
-    pipe = _pipeline(o)
-    key = jax.random.PRNGKey(o.seed)
+    os.makedirs(options.out_dir, exist_ok=True)
+    pipe = _pipeline(options)
+    key = jax.random.PRNGKey(options.seed)
     if mode == "sample":
-        if not o.prompts:
+        if not options.prompts:
             raise ValueError("sample needs --prompts")
-        outputs = pipe.generate(list(o.prompts), key)
+        outputs = pipe.generate(list(options.prompts), key)
         from imagen_jax.sample_cascade import write_captioned_pngs
-        write_captioned_pngs(np.asarray(outputs[-1]), o.prompts,
-                             os.path.join(o.out_dir, "images"))
-        return _write(o, outputs, list(o.prompts), "sample")
+        write_captioned_pngs(np.asarray(outputs[-1]), options.prompts,
+                             os.path.join(options.out_dir, "images"))
+        return _write(options, outputs, list(options.prompts), "sample")
     if mode == "variations":
-        images = _images(o, pipe)
-        outputs = pipe.variations(images, o.num, key)
-        labels = [f"{os.path.basename(p)} #{i}" for p in o.images for i in range(o.num)]
-        return _write(o, outputs, labels, "variations")
+        images = _images(options, pipe)
+        outputs = pipe.variations(images, options.num, key)
+        labels = [f"{os.path.basename(p)} #{i}" for p in options.images
+                  for i in range(options.num)]
+        return _write(options, outputs, labels, "variations")
     if mode == "invert":
-        images = _images(o, pipe)
-        x_t, z_i = pipe.invert(images, o.steps)
-        back = pipe.reconstruct(x_t, z_i, o.steps)
+        images = _images(options, pipe)
+        x_t, z_i = pipe.invert(images, options.steps)
+        back = pipe.reconstruct(x_t, z_i, options.steps)
         err = float(jnp.mean(jnp.abs(back - images)))
-        os.makedirs(o.out_dir, exist_ok=True)
-        np.savez(os.path.join(o.out_dir, "inversion.npz"), x_t=np.asarray(x_t),
+        os.makedirs(options.out_dir, exist_ok=True)
+        np.savez(os.path.join(options.out_dir, "inversion.npz"), x_t=np.asarray(x_t),
                  z_i=np.asarray(z_i))
-        names = [os.path.basename(p) for p in o.images]
-        paths = _write(o, [jnp.concatenate([images, back])], names + [f"{n} (reconstructed)"
-                                                                  for n in names], "invert")
+        names = [os.path.basename(p) for p in options.images]
+        paths = _write(options, [jnp.concatenate([images, back])],
+                       names + [f"{n} (reconstructed)" for n in names], "invert")
         print(f"mean absolute reconstruction error {err:.4f} (pixels in [-1, 1])")
         return paths
     if mode == "interpolate":
-        a, b = _images(o, pipe, 2)
-        outputs = pipe.interpolate(a, b, o.frames, key, noise=o.noise)
-        ts = np.linspace(0, 1, o.frames)
-        return _write(o, outputs, [f"t={t:.2f}" for t in ts], "interpolate")
+        a, b = _images(options, pipe, 2)
+        outputs = pipe.interpolate(a, b, options.frames, key, noise=options.noise)
+        ts = np.linspace(0, 1, options.frames)
+        return _write(options, outputs, [f"t={t:.2f}" for t in ts], "interpolate")
     if mode == "textdiff":
-        if not o.source or not o.target:
+        if not options.source or not options.target:
             raise ValueError("textdiff needs --source and --target captions")
-        image = _images(o, pipe, 1)[0]
-        thetas = [float(t) for t in o.thetas]
-        outputs, edited = pipe.text_diff(image, o.source, o.target, thetas, key)
-        z_t, _, _ = pipe.clip.encode_prompts([o.target])
+        image = _images(options, pipe, 1)[0]
+        thetas = [float(t) for t in options.thetas]
+        outputs, edited = pipe.text_diff(image, options.source, options.target, thetas, key)
+        z_t, _, _ = pipe.clip.encode_prompts([options.target])
         cos = np.asarray(edited @ (z_t[0] / jnp.linalg.norm(z_t[0])))
-        with open(os.path.join(o.out_dir, "textdiff.json"), "w", encoding="utf-8") as f:
+        with open(os.path.join(options.out_dir, "textdiff.json"), "w", encoding="utf-8") as f:
             json.dump({"thetas": thetas, "cosine_to_target": cos.tolist()}, f, indent=1)
-        return _write(o, outputs, [f"theta={t:.2f}" for t in thetas], "textdiff")
+        return _write(options, outputs, [f"theta={t:.2f}" for t in thetas], "textdiff")
     raise AssertionError(mode)  # unreachable: mode was checked against MODES
 
 
@@ -130,7 +134,7 @@ def main(argv):
         raise app.UsageError(f"give one mode: {' | '.join(MODES)}")
     f = flags.FLAGS
     try:
-        options = Options(
+        options = GenerateOptions(
             decoder=f.decoder, prior=f.prior, upsamplers=tuple(f.upsampler),
             out_dir=f.out_dir, prompts=tuple(f.prompts), images=tuple(f.images), num=f.num,
             frames=f.frames, noise=f.noise, source=f.source, target=f.target,

@@ -29,7 +29,7 @@ replicated. A config may replace the table with a list of [name, axes] pairs
 off 'tensor':
 
     config.mesh = {'data': 1, 'fsdp': -1, 'tensor': 1}   # FSDP over every device
-    config.logical_axis_rules = [['batch', ['fsdp', 'data']], ['embed', 'fsdp'], ...]
+    config.logical_rules = [['batch', ['fsdp', 'data']], ['embed', 'fsdp'], ...]
 """
 
 from __future__ import annotations

@@ -1,11 +1,12 @@
 """Reads a local Hugging Face checkpoint directory: config.json + safetensors.
 
-Shared by the T5 (and later CLIP) converters. Only safetensors are read, and they
-are parsed here rather than through a framework: the format is an 8-byte
-little-endian header length N, N bytes of JSON {name: {dtype, shape,
-data_offsets: [begin, end]}, "__metadata__": {...}}, then the raw data buffer
-(offsets relative to its start). Tensors are numpy views into a read-only memory
-map, so a checkpoint of many GB is neither read up front nor copied twice.
+Shared by the T5 converter (`t5_convert.py`) and unclip_jax's CLIP converter
+(`unclip_jax/clip_convert.py`). Only safetensors are read, and they are parsed here
+rather than through a framework: the format is an 8-byte little-endian header
+length N, N bytes of JSON {name: {dtype, shape, data_offsets: [begin, end]},
+"__metadata__": {...}}, then the raw data buffer (offsets relative to its start).
+Tensors are numpy views into a read-only memory map, so a checkpoint of many GB is
+neither read up front nor copied twice.
 
 PyTorch `.bin` / `.pt` checkpoints are pickles, and unpickling runs arbitrary code;
 they are refused, never opened.

@@ -69,23 +69,23 @@ def test_stage_loss_decreases(runs, stage):
 def test_generate_cli_modes_write_pngs(runs, tmp_path):
     decoder, prior, up = runs["decoder64"][0], runs["prior"][0], runs["upsample256"][0]
     opts = dict(decoder=decoder, prior=prior, upsamplers=(up,), steps=6)
-    paths = generate.run("sample", generate.Options(
+    paths = generate.run("sample", generate.GenerateOptions(
         **opts, out_dir=str(tmp_path / "s"), prompts=("one red circle", "two blue squares")))
     assert [os.path.basename(p) for p in paths] == ["sample_16.png", "sample_64.png"]
     assert len(os.listdir(tmp_path / "s" / "images")) == 3  # 2 PNGs + captions.jsonl
 
     image = str(tmp_path / "in.png")
     image_io.save_png(np.random.default_rng(0).uniform(-1, 1, (16, 16, 3)), image)
-    paths = generate.run("textdiff", generate.Options(
+    paths = generate.run("textdiff", generate.GenerateOptions(
         **opts, out_dir=str(tmp_path / "t"), images=(image,), source="one red circle",
         target="one blue square", thetas=(0.0, 0.25, 0.5)))
     with open(tmp_path / "t" / "textdiff.json", encoding="utf-8") as f:
         cos = json.load(f)["cosine_to_target"]
     assert cos[0] < cos[1] < cos[2]
-    generate.run("invert", generate.Options(**opts, out_dir=str(tmp_path / "i"),
-                                            images=(image,)))
+    generate.run("invert", generate.GenerateOptions(**opts, out_dir=str(tmp_path / "i"),
+                                                    images=(image,)))
     with np.load(tmp_path / "i" / "inversion.npz", allow_pickle=False) as saved:
         assert saved["x_t"].shape == (1, 16, 16, 3) and saved["z_i"].shape == (1, 32)
     with pytest.raises(ValueError, match="--images: expected 2"):
-        generate.run("interpolate", generate.Options(**opts, out_dir=str(tmp_path / "x"),
-                                                     images=(image,)))
+        generate.run("interpolate", generate.GenerateOptions(
+            **opts, out_dir=str(tmp_path / "x"), images=(image,)))

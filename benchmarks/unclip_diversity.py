@@ -95,4 +95,6 @@ def main(argv):
     write_report(_OUT.value, report, {"environment": env, "rows": rows})
 
 if __name__ == "__main__":
+    from imagen_jax.xla_flags import add_default_xla_flags
+    add_default_xla_flags()  # before JAX starts its backend
     app.run(main)

@@ -33,7 +33,6 @@ import time
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import imagen_jax  # noqa: E402,F401  (its XLA:CPU flags, before JAX starts a backend)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PEER_PYTHON = os.path.join(REPO, ".venv-peer", "bin", "python")
@@ -432,4 +431,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    from imagen_jax.xla_flags import add_default_xla_flags
+    add_default_xla_flags()  # before JAX starts its backend
     main()

@@ -1,7 +1,8 @@
-"""imagen_jax: Imagen in JAX/Flax, and the diffusion machinery unclip_jax reuses."""
+"""imagen_jax: Imagen in JAX/Flax, and the diffusion machinery unclip_jax reuses.
 
-from imagen_jax.xla_flags import add_default_xla_flags
-
-add_default_xla_flags()  # before JAX's backend starts: see imagen_jax/xla_flags.py
+Importing it changes no process-wide state: the programs (imagen_jax.main, sample,
+demo, the unCLIP CLIs, benchmarks/, notebooks/) set XLA_FLAGS themselves
+(imagen_jax/xla_flags.py).
+"""
 
 __version__ = "0.1.0"

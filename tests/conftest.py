@@ -22,6 +22,12 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1")
 
+# The suite is a program too: the XLA:CPU convolution flag every entry point applies
+# (imagen_jax/xla_flags.py), for this process and the ones its tests launch.
+from imagen_jax.xla_flags import add_default_xla_flags  # noqa: E402
+
+add_default_xla_flags()
+
 import jax  # noqa: E402
 
 # On a 2-core CPU, XLA spends ~1 s compiling each random op of the partitionable

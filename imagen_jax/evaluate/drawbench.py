@@ -174,5 +174,7 @@ def _define_flags() -> None:
 
 
 if __name__ == "__main__":
+    from imagen_jax.xla_flags import add_default_xla_flags
+    add_default_xla_flags()  # before JAX starts its backend
     _define_flags()
     app.run(main)

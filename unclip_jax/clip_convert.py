@@ -2,7 +2,7 @@
 
 Reads a local `CLIPModel` directory (config.json, model.safetensors or a sharded
 index, optionally preprocessor_config.json for the pixel normalisation) through
-`imagen_jax.text.checkpoint`: safetensors only, every tensor's shape checked,
+`imagen_jax.hf_checkpoint`: safetensors only, every tensor's shape checked,
 tensors the config does not account for refused, pickles never opened.
 
 Layout changes: torch Linear [out, in] -> Flax [in, out] with q/k/v split per head
@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from imagen_jax.text.checkpoint import (ConversionTable, check_model_type, convert_by_table,
+from imagen_jax.hf_checkpoint import (ConversionTable, check_model_type, convert_by_table,
                                         open_checkpoint, param_dtype, param_shapes)
 from unclip_jax.clip import CLIP, OPENAI_MEAN, OPENAI_STD, CLIPConfig
 

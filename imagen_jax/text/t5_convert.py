@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from imagen_jax.nn.t5 import T5Config, T5Encoder
-from imagen_jax.text.checkpoint import (Checkpoint, check_model_type, convert_by_table,
+from imagen_jax.hf_checkpoint import (Checkpoint, check_model_type, convert_by_table,
                                         open_checkpoint, param_dtype, param_shapes)
 
 Path = tuple[str, ...]

@@ -32,7 +32,11 @@ from imagen_jax.train.state import TrainState
 FAST = {"xla_backend_optimization_level": 0}
 BATCH = 8
 TEXT_LEN = 5
-RTOL, ATOL = 1e-5, 1e-6
+# Summation order differs between layouts (an all-reduce over 8 shards vs one sum):
+# the gradient agrees to ~1e-5 relative, and the update lr * g / (|g| + eps) passes
+# that on to ~2e-6 absolute (seen on CLIP under fsdp=8). 1e-5 is still 100x below
+# the >1e-3 the step must move the parameters (checked below).
+RTOL, ATOL = 1e-5, 1e-5
 # Adam's first step is lr * g / (|g| + eps): with the default eps=1e-8 an element
 # whose gradient is at rounding-noise level flips sign between summation orders,
 # which tests Adam, not sharding. eps=1e-3 keeps the update a smooth function of g.

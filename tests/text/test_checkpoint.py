@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from imagen_jax.text import SafetensorsFile, load_t5_encoder, open_checkpoint, take
+from imagen_jax.hf_checkpoint import SafetensorsFile, open_checkpoint, take
+from imagen_jax.text import load_t5_encoder
 
 
 def _copy_with_tensors(src, dst, tensors) -> None:

@@ -1,7 +1,8 @@
-"""Reads a local Hugging Face checkpoint directory: config.json + safetensors.
+"""Reads a local Hugging Face checkpoint directory (config.json + safetensors) and
+converts it to Flax params by a conversion table.
 
-Shared by the T5 converter (`t5_convert.py`) and unclip_jax's CLIP converter
-(`unclip_jax/clip_convert.py`). Only safetensors are read, and they are parsed here
+Shared by the T5 converter (`imagen_jax/text/t5_convert.py`) and unclip_jax's CLIP
+converter (`unclip_jax/clip_convert.py`). Only safetensors are read, and they are parsed here
 rather than through a framework: the format is an 8-byte little-endian header
 length N, N bytes of JSON {name: {dtype, shape, data_offsets: [begin, end]},
 "__metadata__": {...}}, then the raw data buffer (offsets relative to its start).

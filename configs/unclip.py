@@ -191,5 +191,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     else:
         c.train.learning_rate = 1e-3
     c.data.resolution = c.image_size
-    c.log.sample_every_steps = 0  # unCLIP samples through unclip_jax.generate
+    # Periodic samples as in configs/common.py: the decoder previews reconstructions of
+    # the batch's CLIP embeddings, the upsamplers upsample its downsampled images; CLIP
+    # and the prior make no images (their preview is None).
     return c

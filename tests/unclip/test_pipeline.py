@@ -105,3 +105,30 @@ def test_generate_variations_interpolate_shapes(pipeline):
         assert frames[0].shape == (4, 16, 16, 3)
     with pytest.raises(ValueError, match="noise must be one of"):
         pipeline.interpolate(out[0][0], out[0][1], 4, key, noise="warp")
+
+
+def test_trainer_previews_of_the_unclip_stages(pipeline):
+    """The trainer's periodic samples (`Stage.preview` on a batch the frozen CLIP
+    prepared, as trainer.write_samples does): the decoder reconstructs the batch's
+    images from their CLIP embeddings, the upsampler upsamples them downsampled; CLIP
+    and the prior make no images."""
+    clip, decoder, upsampler = pipeline.clip, pipeline.decoder, pipeline.upsamplers[0]
+    key = jax.random.PRNGKey(5)
+    side = decoder.stage.image_size
+    tokens = clip.tokenizer.encode(["a red circle", "two blue squares"])
+    raw = {"images": jax.random.uniform(key, (2, side, side, 3), minval=-1.0, maxval=1.0),
+           "text_ids": jnp.asarray(tokens.ids), "text_mask": jnp.asarray(tokens.mask)}
+    batch = jax.jit(clip.prepare)(clip.params, raw)
+    assert set(batch) >= set(decoder.stage.batch_keys)
+    sample = _config("decoder64").sample
+    sample.steps = 4
+    images = decoder.stage.preview(decoder.params, batch, key, sample)
+    assert images.shape == (2, side, side, 3) and bool(jnp.isfinite(images).all())
+    big = upsampler.stage.image_size
+    up_sample = _config("upsample256").sample
+    up_sample.steps = 4
+    hires = jax.random.uniform(key, (2, big, big, 3), minval=-1.0, maxval=1.0)
+    upsampled = upsampler.stage.preview(upsampler.params, {"images": hires}, key, up_sample)
+    assert upsampled.shape == (2, big, big, 3) and bool(jnp.isfinite(upsampled).all())
+    assert pipeline.prior.stage.preview(pipeline.prior.params, batch, key, sample) is None
+    assert build_stage(_config("clip")).preview(None, raw, key, sample) is None

@@ -33,8 +33,11 @@ OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
 @dataclasses.dataclass(frozen=True)
 class CLIPConfig:
-    embed_dim: int = 32
-    # image tower
+    """The two towers' sizes (the defaults are the tests' tiny CLIP; a Hugging Face
+    CLIPModel's come from `clip_convert.config_from_hf`)."""
+
+    embed_dim: int = 32  # the shared space of z_i and z_t
+    # image tower: a ViT over patch_size patches of an image_size square
     image_size: int = 32
     patch_size: int = 8
     vision_width: int = 32

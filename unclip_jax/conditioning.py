@@ -67,14 +67,6 @@ class FrozenCLIP:
             batch["image_embed"] = self.encode_images_with(params, batch["images"])
         return batch
 
-    @property
-    def embed_dim(self) -> int:
-        return self.config.embed_dim
-
-    @property
-    def text_width(self) -> int:
-        return self.config.text_width
-
     def encode_prompts(self, prompts: str | Sequence[str]
                        ) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
         """(z_t, token states, mask) for prompts."""

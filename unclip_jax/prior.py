@@ -19,7 +19,6 @@ factor independent of the CLIP model.)
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -49,10 +48,6 @@ class PriorConfig:
     def transformer(self) -> TransformerConfig:
         return TransformerConfig(self.width, self.layers, self.heads, activation="gelu",
                                  dropout=self.dropout, dtype=self.dtype)
-
-    @property
-    def embed_scale(self) -> float:
-        return math.sqrt(self.embed_dim)
 
 
 class DiffusionPrior(nn.Module):

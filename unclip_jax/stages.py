@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from typing import Any
 
 import jax
@@ -93,8 +94,9 @@ class PriorStage:
                                jnp.ones((1, text_len), bool), jnp.zeros((1, e)))
 
     def to_latent(self, image_embed: jnp.ndarray) -> jnp.ndarray:
-        """CLIP z_i -> the diffusion's variable: unit vector * sqrt(E)."""
-        return normalize(image_embed) * self.prior.embed_scale
+        """CLIP z_i -> the diffusion's variable: unit vector * sqrt(E), so that its
+        elements have the unit variance the noise schedule assumes."""
+        return normalize(image_embed) * math.sqrt(self.prior.embed_dim)
 
     def _apply(self, params, z, logsnr, cond: dict, key: jax.Array | None = None):
         return apply_model(self.model, params, z, logsnr, cond["text"], cond["text_mask"],
@@ -327,9 +329,9 @@ def frozen_clip_conditioner(config: Any, workdir: str, captions) -> Any:
     """The prior and the decoder read the frozen CLIP's embeddings of each batch."""
     from unclip_jax.conditioning import load_frozen_clip
     frozen = load_frozen_clip(config.clip, config.text.max_length)
-    if frozen.embed_dim != config.clip.embed_dim:
+    if frozen.config.embed_dim != config.clip.embed_dim:
         raise ValueError(f"config.clip.embed_dim {config.clip.embed_dim} != the CLIP "
-                         f"checkpoint's {frozen.embed_dim}")
+                         f"checkpoint's {frozen.config.embed_dim}")
     return frozen
 
 

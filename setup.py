@@ -32,7 +32,7 @@ INSTALL_REQUIRES = [
 TEST_REQUIRES = [
     "pytest>=8",
     "pytest-xdist>=3.5",  # launch/test.sh: 2 workers, one test file each at a time
-    # Property-based tests of the tokenizers and the prompt path (tests/test_hostile_inputs.py).
+    # Property-based tests of the tokenizers and the prompt path (tests/hostile/test_properties.py).
     "hypothesis>=6.100",
     # Parity tests build small random PyTorch models with transformers. torch is
     # pinned to the CPU wheel the machines carry locally (pip finds it through

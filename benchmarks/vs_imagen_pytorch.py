@@ -17,7 +17,8 @@ gives medians. Timed:
      pytorch's parallel-component removal off), 32 px batch 4, 20 steps.
 Also: the first train step's compile time, achieved FLOP/s (XLA's cost analysis of
 the step) against a float32 matmul peak measured in this run, and each process's
-peak resident memory. Writes Markdown + JSON with the machine and versions.
+peak resident memory. Writes Markdown + JSON with the machine and versions
+(the Markdown: benchmarks/vs_imagen_pytorch_report.py).
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ import time
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.vs_imagen_pytorch_report import GUIDANCE, SAMPLE_STEPS, report  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PEER_PYTHON = os.path.join(REPO, ".venv-peer", "bin", "python")
@@ -59,8 +62,6 @@ MATCHED = {
                  attn_pool_text=False, attend_at_middle=False),
 }
 CASES = (("train", 32, 8), ("train", 64, 4), ("sample", 32, 4))
-SAMPLE_STEPS, GUIDANCE = 20, 3.0
-TARGETS = {"train": 1.25, "sample": 2.0}  # speed-ups over imagen-pytorch the issue asks for
 
 
 class Peer:
@@ -324,86 +325,6 @@ def run(args: argparse.Namespace) -> dict:
             "iters": args.iters, "matched": {k: {kk: list(v) if isinstance(v, tuple) else v
                                                  for kk, v in d.items()}
                                              for k, d in MATCHED.items()}}
-
-
-def report(result: dict) -> list[str]:
-    from imagen_jax.evaluate.report import grid_table
-
-    peak = result["matmul_peak_gflops"]
-    lines = [f"# imagen-jax vs imagen-pytorch ({result.get('date', time.strftime('%Y-%m-%d'))})",
-             "",
-             "Regenerate: `bash benchmarks/peer_env.sh && python benchmarks/vs_imagen_pytorch.py"
-             " --out=docs/performance.md`", "",
-             f"Machine: {result['environment']}; imagen-pytorch "
-             f"{result['peer_versions']['imagen_pytorch']} on torch "
-             f"{result['peer_versions']['torch']} ({result['peer_versions']['threads']} "
-             "threads), float32, CPU. XLA_FLAGS: "
-             f"`{result.get('xla_flags') or '(none)'}` (imagen_jax/xla_flags.py).", "",
-             f"Matched base U-Net: {result['params']['ours']:,} parameters here, "
-             f"{result['params']['peer']:,} in imagen-pytorch (MATCHED in the script). "
-             f"{result['rounds']} alternating rounds of {result['iters']} steps per case "
-             "(sampling: half as many calls); medians. Training: forward + backward + Adam; "
-             f"sampling: {SAMPLE_STEPS} ancestral steps, guidance {GUIDANCE} (vanilla CFG), "
-             "dynamic thresholding.", ""]
-    header = ["case", "imagen-jax ms", "imagen-pytorch ms", "imagen-jax /s",
-              "imagen-pytorch /s", "speed-up", "target", "first-step compile s"]
-    table = []
-    for r in result["rows"]:
-        table.append([r["case"], f"{r['ours_s'] * 1e3:.1f}", f"{r['peer_s'] * 1e3:.1f}",
-                      f"{r['ours_rate']:.2f}", f"{r['peer_rate']:.2f}", f"{r['speedup']:.2f}x",
-                      f"{TARGETS[r['kind']]:.2f}x", f"{r['compile_s']:.1f}"])
-    lines += grid_table(header, table) + [""]
-    flop_rows = []
-    for r in result["rows"]:
-        if not r.get("flops"):
-            continue
-        ours, peer_rate = r["flops"] / r["ours_s"] / 1e9, r["peer_flops"] / r["peer_s"] / 1e9
-        need = r["flops"] / (r["peer_s"] / TARGETS[r["kind"]]) / 1e9
-        flop_rows.append([r["case"], f"{r['flops'] / 1e9:.1f}", f"{r['peer_flops'] / 1e9:.1f}",
-                          f"{ours:.1f} ({ours / peak:.0%})", f"{peer_rate:.1f} ({peer_rate / peak:.0%})",
-                          f"{need:.1f} ({need / peak:.0%})"])
-    if flop_rows:
-        lines += [f"FLOPs of one training step (forward + backward + Adam; imagen-jax: XLA's "
-                  "cost analysis of the step, every op counted, elementwise ones too, attention "
-                  "in one block; imagen-pytorch: torch's FlopCounterMode of forward + backward, "
-                  "matmuls and convolutions only) and the rates achieved, as a share of the "
-                  f"{peak:.1f} GFLOP/s float32 matmul peak measured in this run; the last "
-                  "column is the rate imagen-jax would need, with its FLOPs, to meet the "
-                  "target speed-up:", ""]
-        lines += grid_table(["case", "imagen-jax GFLOP", "imagen-pytorch GFLOP",
-                             "imagen-jax GFLOP/s", "imagen-pytorch GFLOP/s",
-                             "needed for target"], flop_rows) + [""]
-    phase_rows = [[r["case"], side] + [f"{r['phases'][key][k] * 1e3:.0f}"
-                                       for k in ("forward", "backward", "adam")]
-                  for r in result["rows"] if "phases" in r
-                  for side, key in (("imagen-jax", "ours"), ("imagen-pytorch", "peer"))]
-    if phase_rows:
-        lines += ["Where a training step's time goes (ms, medians; imagen-jax's phases are "
-                  "separately compiled functions: the loss, the loss and its gradient (backward "
-                  "= the difference), and the Adam update alone):", ""]
-        lines += grid_table(["case", "library", "forward", "backward", "Adam"],
-                            phase_rows) + [""]
-    conv_rows = []
-    for ours, peer in zip(result["convs"]["ours"], result["convs"]["peer"]):
-        b, side, c = ours["shape"]
-        gflop = 2 * b * side * side * c * c * 9 / 1e9
-        conv_rows.append([f"{b} x {side}x{side} x {c}", f"{ours['forward_ms']:.1f}",
-                          f"{peer['forward_ms']:.1f}", f"{gflop / ours['forward_ms'] * 1e3:.0f}",
-                          f"{gflop / peer['forward_ms'] * 1e3:.0f}",
-                          f"{ours['forward_backward_ms']:.1f}",
-                          f"{peer['forward_backward_ms']:.1f}"])
-    lines += ["One 3x3 convolution at the U-Net's shapes (batch x side x channels in = out; "
-              "ms, medians of 10):", ""]
-    lines += grid_table(["shape", "XLA fwd", "torch fwd", "XLA GFLOP/s", "torch GFLOP/s",
-                         "XLA fwd+bwd", "torch fwd+bwd"], conv_rows) + [""]
-    lines += ["'/s': training images/s, sampling denoising steps/s (each step runs the "
-              "guided model on the batch). Target: the issue's speed-up over imagen-pytorch "
-              f"(training {TARGETS['train']}x, sampling {TARGETS['sample']}x). The matmul peak is "
-              "1024^3 float32 products through XLA.", "",
-              f"Peak resident memory: imagen-jax process {result['memory']['ours_peak_rss_mib']:.0f}"
-              f" MiB, imagen-pytorch process {result['memory']['peer_peak_rss_mib']:.0f} MiB.",
-              ""]
-    return lines
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,10 +1,13 @@
-"""benchmarks/vs_imagen_pytorch.py's report: ratios, targets and the FLOP rate a target
-needs, from a result measured elsewhere (no peer, no timing here)."""
+"""benchmarks/vs_imagen_pytorch_report.py: ratios, targets and the FLOP rate a target
+needs, from a result measured elsewhere (no peer, no timing here); and the harness's
+--report_only, which writes it from the JSON alone."""
 
 import importlib.util
 import os
 
 import pytest
+
+from benchmarks.vs_imagen_pytorch_report import report
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -36,7 +39,7 @@ RESULT = {
 
 
 def test_report_rows_and_needed_rate():
-    text = "\n".join(_harness().report(RESULT))
+    text = "\n".join(report(RESULT))
     assert "(2026-01-02)" in text and "`--x=1`" in text
     assert "| train 32px batch 8 | 500.0 | 1000.0 | 16.00 | 8.00 | 2.00x | 1.25x | 3.0 |" in text
     assert "| sample 32px batch 4 | 2000.0 | 3000.0 | 10.00 | 6.67 | 1.50x | 2.00x | 4.0 |" in text

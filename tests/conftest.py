@@ -1,6 +1,7 @@
 """Suite-wide JAX settings, applied before any test module builds a computation."""
 
 import atexit
+import json
 import os
 import shutil
 import tempfile
@@ -29,6 +30,7 @@ from imagen_jax.xla_flags import add_default_xla_flags  # noqa: E402
 add_default_xla_flags()
 
 import jax  # noqa: E402
+import pytest  # noqa: E402
 
 # On a 2-core CPU, XLA spends ~1 s compiling each random op of the partitionable
 # threefry PRNG (jax's default), i.e. ~10 s to initialise even a tiny U-Net. The
@@ -43,30 +45,72 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs",
 
 
 # The suite runs on 2 pytest-xdist workers, one test file at a time each
-# (launch/test.sh: -n 2 --dist loadfile --no-loadscope-reorder). Files are handed
-# out in collection order, so the longest ones go first; otherwise one of them ends
-# up alone at the end.
-LONGEST_FIRST = (
-    "tests/test_notebooks.py",
-    "tests/unclip/test_training.py",
-    "tests/train/test_trainer.py",
-    "tests/parallel/test_multihost.py",
-    "tests/train/test_preemption_soak.py",
-    "tests/evaluate/test_runners.py",
-    "tests/train/test_checkpoint_recovery.py",
-    "tests/unclip/test_pipeline.py",
-    "tests/unclip/test_sharding.py",
-    "tests/parallel/test_equivalence.py",
-)
-
-
+# (launch/test.sh: -n 2 --dist loadfile --no-loadscope-reorder). Files are handed out
+# in collection order, so the longest go first; otherwise one of them ends up alone at
+# the end. How long a file takes is measured, not kept by hand: tests/durations.json
+# holds each file's seconds (setup + call + teardown of all its tests, on one worker
+# of a 2-worker run), written by a whole-suite run with IMAGEN_JAX_RECORD_DURATIONS=1:
+#     IMAGEN_JAX_RECORD_DURATIONS=1 bash launch/test.sh
+# A file it does not list (new, renamed) runs first: its length is unknown, and a long
+# file started last is what leaves one worker idle, while a short one started first
+# costs nothing (the measured files behind it still go longest first).
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DURATIONS = os.path.join(_REPO, "tests", "durations.json")
+RECORD = os.environ.get("IMAGEN_JAX_RECORD_DURATIONS") == "1"
+
+
+def _recorded() -> dict[str, float]:
+    try:
+        with open(DURATIONS, encoding="utf-8") as f:
+            return json.load(f)["seconds"]
+    except FileNotFoundError:
+        return {}
+
+
+def _relative(config, path: str) -> str:
+    """A test file's path relative to the repository, not to pytest's rootdir."""
+    return os.path.relpath(os.path.join(str(config.rootpath), path), _REPO)
 
 
 def pytest_collection_modifyitems(config, items):
+    seconds = _recorded()
+
     def rank(item):
-        # Relative to the repository, not pytest's rootdir (which is tests/ when the
-        # command names only that directory and no ini file exists).
-        path = os.path.relpath(str(item.path), _REPO)
-        return LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
-    items.sort(key=rank)  # stable: the order within each file is kept
+        path = _relative(config, str(item.path))
+        return (0, 0.0) if path not in seconds else (1, -seconds[path])
+    items.sort(key=rank)  # stable: the order within each file, and of unlisted files, kept
+
+
+_measured: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report):
+    # Under xdist the workers' reports reach this hook in the controller too; only the
+    # controller (or a run without xdist) writes the file, at the end.
+    if RECORD:
+        path = report.nodeid.split("::", 1)[0]
+        _measured[path] = _measured.get(path, 0.0) + report.duration
+
+
+def pytest_sessionfinish(session, exitstatus):
+    config = session.config
+    if not RECORD or hasattr(config, "workerinput") or not _measured:
+        return
+    option = config.option
+    # Only whole files: a -k / -m / --lf / --deselect or node-id run times parts of them.
+    if (option.keyword or option.markexpr or getattr(option, "lf", False) or option.deselect
+            or any("::" in arg for arg in config.args)
+            or exitstatus not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED)):
+        print(f"\n{DURATIONS} not written: only a whole-suite run records durations")
+        return
+    seconds = {path: s for path, s in _recorded().items()  # files this run did not have
+               if os.path.exists(os.path.join(_REPO, path))}
+    seconds.update({_relative(config, path): round(s, 1) for path, s in _measured.items()})
+    with open(DURATIONS, "w", encoding="utf-8") as f:
+        json.dump({"about": "seconds per test file (setup + call + teardown of its tests) "
+                            "on one worker of `bash launch/test.sh`; tests/conftest.py "
+                            "orders the files by it. Rewritten by a whole-suite run with "
+                            "IMAGEN_JAX_RECORD_DURATIONS=1.",
+                   "seconds": dict(sorted(seconds.items()))}, f, indent=1)
+        f.write("\n")
+    print(f"\nwrote {DURATIONS} ({len(seconds)} files, {sum(seconds.values()):.0f} s)")

@@ -1,20 +1,88 @@
-"""Every notebook runs top to bottom on the CPU at tiny size (few train steps)."""
+"""Every notebook runs top to bottom on the CPU at tiny size (few train steps) and
+shows what it promises: each stage trained, the sample grids inline, the scores."""
 
+import base64
 import glob
+import io
+import json
 import os
 
+import numpy as np
 import pytest
 
 NOTEBOOKS = sorted(glob.glob(os.path.join(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))), "notebooks", "*.ipynb")))
+STEPS = 2
 
 
 def test_there_are_notebooks():
     assert NOTEBOOKS, "notebooks/ has no .ipynb"
+    assert {os.path.basename(p) for p in NOTEBOOKS} == set(EXPECTED), \
+        "a notebook without its expected results in tests/test_notebooks.py"
+
+
+def _results(nb) -> tuple[str, list]:
+    """(everything the code cells printed, the PNG images they displayed)."""
+    from PIL import Image
+
+    printed, images = [], []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            if out.output_type == "stream" and out.name == "stdout":
+                printed.append(out.text)
+            elif out.output_type == "display_data" and "image/png" in out.get("data", {}):
+                data = base64.b64decode(out.data["image/png"])
+                images.append(np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
+    return "".join(printed), images
+
+
+def _grid_of_pictures(image, rows: int) -> None:
+    """A labelled grid (imagen_jax.image_io.save_labelled_grid) of `rows` x 4 tiles:
+    each image enlarged to 128 px with a 14 px label under it, 2 px apart, and the
+    first tile a picture, not a flat colour."""
+    assert image.shape == (rows * (128 + 14 + 2) + 2, 4 * (128 + 2) + 2, 3), image.shape
+    assert float(image[2:130, 2:130].std()) > 0
+
+
+def _trained(printed: str, stages: dict) -> None:
+    for stage, steps in stages.items():
+        assert f"[demo] {stage}: {steps} steps in " in printed, (stage, printed[-3000:])
+
+
+def _imagen(printed: str, images: list, workdir: str) -> None:
+    _trained(printed, {"base": STEPS, "sr": max(1, STEPS // 2)})
+    # One labelled grid per stage of the cascade (16 px base, 64 px after SR), shown.
+    grids = [line for line in printed.splitlines() if line.endswith(".png")]
+    assert [os.path.basename(g) for g in grids] == ["grid_16.png", "grid_64.png"], printed
+    assert len(images) == 2
+    for image in images:
+        _grid_of_pictures(image, rows=4)  # the 16 demo prompts
+    # ShapesBench scored 16 held-out prompts at the cascade's output size.
+    assert "ShapesBench, 16 held-out test prompts (64 px)" in printed, printed[-3000:]
+    assert any(line.split()[:2] == ["all", "16"] for line in printed.splitlines())
+    with open(os.path.join(workdir, "shapesbench", "shapesbench.json"), encoding="utf-8") as f:
+        report = json.load(f)
+    assert report["summary"]["all"]["n"] == 16 and len(report["rows"]) == 16
+
+
+def _unclip(printed: str, images: list, workdir: str) -> None:
+    _trained(printed, {stage: STEPS for stage in ("clip", "prior", "decoder", "upsampler")})
+    # text -> image at both sizes, then the three latent operations' strips.
+    for size in (16, 64):
+        assert os.path.exists(os.path.join(workdir, "samples", f"text_{size}.png"))
+    for name in ("variations", "interpolation", "text diff"):
+        assert name in printed.splitlines(), printed[-3000:]
+        assert os.path.exists(os.path.join(workdir, "samples", f"{name}.png"))
+    assert len(images) == 5
+    for image in images:
+        _grid_of_pictures(image, rows=1)  # 4 prompts, 4 variations, 4 frames, 4 edits
+
+
+EXPECTED = {"imagen_colab_tpu.ipynb": _imagen, "unclip_colab_tpu.ipynb": _unclip}
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=os.path.basename)
-def test_notebook_executes_without_errors(path, tmp_path, monkeypatch):
+def test_notebook_runs_and_shows_its_results(path, tmp_path, monkeypatch):
     nbformat = pytest.importorskip("nbformat")
     from nbclient import NotebookClient
 
@@ -22,15 +90,14 @@ def test_notebook_executes_without_errors(path, tmp_path, monkeypatch):
     # ones), 2 train steps, and a scratch workdir. A notebook at this size is almost
     # all compilation: XLA's backend optimisations off and the classic threefry PRNG
     # (as tests/conftest.py) cut its time by a third; what runs is unchanged.
+    workdir = str(tmp_path / "run")
     monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=0")
     monkeypatch.setenv("JAX_THREEFRY_PARTITIONABLE", "false")
-    monkeypatch.setenv("NOTEBOOK_STEPS", "2")
-    monkeypatch.setenv("NOTEBOOK_WORKDIR", str(tmp_path / "run"))
+    monkeypatch.setenv("NOTEBOOK_STEPS", str(STEPS))
+    monkeypatch.setenv("NOTEBOOK_WORKDIR", workdir)
     nb = nbformat.read(path, as_version=4)
+    # execute() raises CellExecutionError at the first cell that fails.
     NotebookClient(nb, timeout=900, kernel_name="python3",
                    resources={"metadata": {"path": str(tmp_path)}}).execute()
-    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
-    assert not [o for o in outputs if o.output_type == "error"]
-    # The sampling cell displayed the grids inline.
-    assert any(o.output_type == "display_data" and "image/png" in o.get("data", {})
-               for o in outputs)
+    printed, images = _results(nb)
+    EXPECTED[os.path.basename(path)](printed, images, workdir)

@@ -51,9 +51,11 @@ def _trained(printed: str, stages: dict) -> None:
 
 def _imagen(printed: str, images: list, workdir: str) -> None:
     _trained(printed, {"base": STEPS, "sr": max(1, STEPS // 2)})
-    # One labelled grid per stage of the cascade (16 px base, 64 px after SR), shown.
+    # One labelled grid per stage of the cascade (the demo configs' sizes), shown.
+    from configs import imagen_demo
+    sizes = [imagen_demo.get_config(stage).image_size for stage in ("base", "sr")]
     grids = [line for line in printed.splitlines() if line.endswith(".png")]
-    assert [os.path.basename(g) for g in grids] == ["grid_16.png", "grid_64.png"], printed
+    assert [os.path.basename(g) for g in grids] == [f"grid_{s}.png" for s in sizes], printed
     assert len(images) == 2
     for image in images:
         _grid_of_pictures(image, rows=4)  # the 16 demo prompts
@@ -68,7 +70,8 @@ def _imagen(printed: str, images: list, workdir: str) -> None:
 def _unclip(printed: str, images: list, workdir: str) -> None:
     _trained(printed, {stage: STEPS for stage in ("clip", "prior", "decoder", "upsampler")})
     # text -> image at both sizes, then the three latent operations' strips.
-    for size in (16, 64):
+    from configs import unclip_demo
+    for size in (unclip_demo.get_config(s).image_size for s in ("decoder", "upsampler")):
         assert os.path.exists(os.path.join(workdir, "samples", f"text_{size}.png"))
     for name in ("variations", "interpolation", "text diff"):
         assert name in printed.splitlines(), printed[-3000:]

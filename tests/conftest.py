@@ -72,7 +72,24 @@ def _relative(config, path: str) -> str:
     return os.path.relpath(os.path.join(str(config.rootpath), path), _REPO)
 
 
+def pytest_addoption(parser):
+    parser.addoption("--slow", action="store_true",
+                     help="also run the tests marked slow (skipped by default)")
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "slow(reason): a long end-to-end test whose proof faster tests in the "
+        "default run also give (the reason names them); skipped unless --slow")
+
+
 def pytest_collection_modifyitems(config, items):
+    if not config.getoption("--slow"):
+        for item in items:
+            marker = item.get_closest_marker("slow")
+            if marker is not None:  # skipped, not deselected: -rs lists it with its reason
+                item.add_marker(pytest.mark.skip(
+                    reason=f"slow, run with --slow; {marker.kwargs.get('reason', '')}"))
     seconds = _recorded()
 
     def rank(item):

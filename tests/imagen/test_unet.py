@@ -47,8 +47,8 @@ def test_sr_unet_is_fully_convolutional():
     # Initialised for 16x16 outputs, applied to 48x48 (3x the training size) from 12x12.
     variables = init_unet(TINY_SR, jax.random.PRNGKey(0), 16)
     text, mask = _text()
-    out = UNet(TINY_SR).apply(variables, jnp.ones((2, 48, 48, 3)), jnp.zeros(2), text, mask,
-                              jnp.ones((2, 12, 12, 3)), jnp.zeros(2))
+    out = jax.jit(UNet(TINY_SR).apply)(variables, jnp.ones((2, 48, 48, 3)), jnp.zeros(2),
+                                       text, mask, jnp.ones((2, 12, 12, 3)), jnp.zeros(2))
     assert out.shape == (2, 48, 48, 3)
 
 
@@ -93,8 +93,8 @@ def test_noise_augmentation_level_reaches_the_model():
     grad = jax.grad(lambda a: run(a).sum())(jnp.zeros(2))
     assert np.all(np.abs(np.asarray(grad)) > 0)
     # ... and so does the low-res image.
-    other = UNet(TINY_SR).apply({"params": params}, z, jnp.zeros(2), text, mask, low + 1.0,
-                                jnp.zeros(2))
+    other = jax.jit(UNet(TINY_SR).apply)({"params": params}, z, jnp.zeros(2), text, mask,
+                                         low + 1.0, jnp.zeros(2))
     assert float(jnp.abs(other - run(jnp.zeros(2))).max()) > 1e-3
 
 
@@ -102,11 +102,11 @@ def test_remat_and_bfloat16_compute_match_float32():
     params = _randomised(init_unet(TINY, jax.random.PRNGKey(0), 16))
     text, mask = _text()
     z = jax.random.normal(jax.random.PRNGKey(3), (2, 16, 16, 3))
-    ref = UNet(TINY).apply({"params": params}, z, jnp.zeros(2), text, mask)
-    remat = UNet(dataclasses.replace(TINY, remat=True)).apply(
+    ref = jax.jit(UNet(TINY).apply)({"params": params}, z, jnp.zeros(2), text, mask)
+    remat = jax.jit(UNet(dataclasses.replace(TINY, remat=True)).apply)(
         {"params": params}, z, jnp.zeros(2), text, mask)
     np.testing.assert_allclose(remat, ref, atol=1e-5)
-    bf16 = UNet(dataclasses.replace(TINY, dtype="bfloat16")).apply(
+    bf16 = jax.jit(UNet(dataclasses.replace(TINY, dtype="bfloat16")).apply)(
         {"params": params}, z, jnp.zeros(2), text, mask)
     assert bf16.dtype == jnp.float32
     assert float(jnp.abs(bf16 - ref).max()) < 0.05 * float(jnp.abs(ref).max()) + 0.05
@@ -117,8 +117,9 @@ def test_dropout_is_active_only_in_training():
     params = _randomised(init_unet(cfg, jax.random.PRNGKey(0), 16))
     text, mask = _text()
     z = jnp.ones((2, 16, 16, 3))
-    run = lambda det, k: UNet(cfg).apply({"params": params}, z, jnp.zeros(2), text, mask,
-                                         deterministic=det, rngs={"dropout": k})
+    run = jax.jit(lambda det, k: UNet(cfg).apply({"params": params}, z, jnp.zeros(2), text,
+                                                 mask, deterministic=det, rngs={"dropout": k}),
+                  static_argnums=0)
     k1, k2 = jax.random.PRNGKey(1), jax.random.PRNGKey(2)
     np.testing.assert_array_equal(run(True, k1), run(True, k2))
     assert float(jnp.abs(run(False, k1) - run(False, k2)).max()) > 1e-4

@@ -36,6 +36,22 @@ def _config(data_dir, stage="base64", steps=4, **train):
 ONE = jax.devices()[:1]
 
 
+@pytest.fixture(scope="module")
+def cascade(data_dir, tmp_path_factory):
+    """{stage: (workdir, final state)}: 2-step base64 and sr256 runs as
+    `python -m imagen_jax.main` leaves them (config.json, checkpoints, periodic
+    samples). One run serves as another run's init_from source and as a cascade."""
+    root = tmp_path_factory.mktemp("cascade")
+    runs = {}
+    for stage in ["base64", "sr256"]:
+        config = _config(data_dir, stage=stage, steps=2)
+        config.log.sample_every_steps = 2
+        workdir = str(root / stage)
+        save_config(config, workdir)  # what `python -m imagen_jax.main` does first
+        runs[stage] = (workdir, train(config, workdir, devices=ONE))
+    return runs
+
+
 def _params(state):
     return [np.asarray(x) for x in jax.tree.leaves(jax.device_get(state.params))]
 
@@ -67,12 +83,12 @@ def test_nonfinite_loss_stops_with_the_step_or_is_skipped(data_dir, tmp_path):
     assert all(np.isfinite(p).all() for p in _params(state))
 
 
-def test_init_from_another_run_and_missing_run_is_an_error(data_dir, tmp_path):
-    source = train(_config(data_dir, steps=2), str(tmp_path / "source"), devices=ONE)
-    config = _config(data_dir, steps=2, init_from=str(tmp_path / "source"))
+def test_init_from_another_run_and_missing_run_is_an_error(data_dir, cascade, tmp_path):
+    source, source_state = cascade["base64"]
+    config = _config(data_dir, steps=2, init_from=source)
     run = setup(config, str(tmp_path / "target"), devices=ONE)
     state = initial_state(run)
-    for a, b in zip([np.asarray(x) for x in jax.tree.leaves(source.ema_params)],
+    for a, b in zip([np.asarray(x) for x in jax.tree.leaves(source_state.ema_params)],
                     _params(state)):
         np.testing.assert_array_equal(a, b)
     config.train.init_from = str(tmp_path / "nowhere")
@@ -80,14 +96,10 @@ def test_init_from_another_run_and_missing_run_is_an_error(data_dir, tmp_path):
         initial_state(setup(config, str(tmp_path / "target2"), devices=ONE))
 
 
-def test_main_then_sample_writes_pngs_of_the_cascade_sizes(data_dir, tmp_path):
+def test_main_then_sample_writes_pngs_of_the_cascade_sizes(cascade, tmp_path):
     workdirs = []
     for stage in ["base64", "sr256"]:
-        config = _config(data_dir, stage=stage, steps=2)
-        config.log.sample_every_steps = 2
-        workdir = str(tmp_path / stage)
-        save_config(config, workdir)  # what `python -m imagen_jax.main` does first
-        train(config, workdir, devices=ONE)
+        workdir, _ = cascade[stage]
         assert os.path.exists(os.path.join(workdir, "samples", "step_00000002.png"))
         assert ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), save_every=1,
                                      keep=1).latest_step() == 2

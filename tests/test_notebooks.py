@@ -10,6 +10,8 @@ import os
 import numpy as np
 import pytest
 
+from tests.xla_env import process_xla_flags
+
 NOTEBOOKS = sorted(glob.glob(os.path.join(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))), "notebooks", "*.ipynb")))
 STEPS = 2
@@ -91,10 +93,10 @@ def test_notebook_runs_and_shows_its_results(path, tmp_path, monkeypatch):
 
     # The kernel inherits the environment: one CPU device (not the suite's 8 fake
     # ones), 2 train steps, and a scratch workdir. A notebook at this size is almost
-    # all compilation: XLA's backend optimisations off and the classic threefry PRNG
-    # (as tests/conftest.py) cut its time by a third; what runs is unchanged.
+    # all compilation: the suite's compile-time XLA flags and the classic threefry
+    # PRNG (as tests/conftest.py) cut its time by more than a third.
     workdir = str(tmp_path / "run")
-    monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=0")
+    monkeypatch.setenv("XLA_FLAGS", process_xla_flags())
     monkeypatch.setenv("JAX_THREEFRY_PARTITIONABLE", "false")
     monkeypatch.setenv("NOTEBOOK_STEPS", str(STEPS))
     monkeypatch.setenv("NOTEBOOK_WORKDIR", workdir)

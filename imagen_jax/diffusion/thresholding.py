@@ -41,7 +41,10 @@ def dynamic_threshold_scale(x0: jnp.ndarray, percentile: float = 99.5) -> jnp.nd
 def dynamic_threshold(x0: jnp.ndarray, percentile: float = 99.5) -> jnp.ndarray:
     """Imagen's dynamic thresholding, one scale per sample in the batch."""
     s = dynamic_threshold_scale(x0, percentile)
-    return jnp.clip(x0, -s, s) / s
+    # clip(x0 / s, -1, 1) is clip(x0, -s, s) / s, but stays inside [-1, 1] even where
+    # a backend divides by multiplying with a rounded 1/s (XLA:CPU's legacy emitters
+    # gave -1.0000001 for x0 = -s).
+    return jnp.clip(x0 / s, -1.0, 1.0)
 
 
 def apply_threshold(x0: jnp.ndarray, kind: str, percentile: float = 99.5) -> jnp.ndarray:

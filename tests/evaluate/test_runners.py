@@ -2,7 +2,6 @@
 
 import json
 import os
-import re
 import subprocess
 import sys
 
@@ -13,6 +12,7 @@ from configs import imagen
 from imagen_jax.evaluate import drawbench
 from imagen_jax.train.run_config import save_config
 from imagen_jax.train.trainer import train
+from tests.xla_env import process_xla_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -40,12 +40,10 @@ def cascade_dirs(tmp_path_factory):
 
 def _run(*args):
     # One CPU device (not the suite's 8 fake ones); the suite's other XLA flags kept:
-    # the CLI compiles the cascade's samplers, and with LLVM's optimisations off
-    # (tests/conftest.py) that is faster, what runs unchanged.
-    flags = re.sub(r"--xla_force_host_platform_device_count=\d+", "",
-                   os.environ.get("XLA_FLAGS", "")).strip()
+    # the CLI compiles the cascade's samplers, faster with the suite's compile-time
+    # flags (tests/conftest.py).
     return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True,
-                          text=True, env=dict(os.environ, XLA_FLAGS=flags))
+                          text=True, env=dict(os.environ, XLA_FLAGS=process_xla_flags()))
 
 
 def test_score_shapes_scores_a_checkpoint_then_its_own_images(cascade_dirs, tmp_path):

@@ -17,7 +17,6 @@ mesh spanning both, each reading only its half of the data. Independent referenc
 from __future__ import annotations
 
 import glob
-import json
 import os
 import signal
 import subprocess
@@ -32,7 +31,8 @@ import tensorflow as tf
 from configs import imagen
 from imagen_jax.train import checkpoint as ckpt_lib
 from imagen_jax.train import trainer
-from imagen_jax.train.trainer import initial_state, setup, train
+from imagen_jax.train.trainer import setup, train
+from tests.xla_env import process_xla_flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STEPS = 4
@@ -67,9 +67,9 @@ def _flags(data_dir: str, workdir: str, **extra) -> list[str]:
 
 def _env(xla_cache: str) -> dict:
     env = dict(os.environ)
-    # The launcher sets each process's device count and keeps the other flags: XLA's
-    # backend optimisations off, as in this process (tests/conftest.py).
-    env["XLA_FLAGS"] = "--xla_backend_optimization_level=0"
+    # The launcher sets each process's device count and keeps the other flags: the
+    # suite's compile-time flags, as in this process (tests/conftest.py).
+    env["XLA_FLAGS"] = process_xla_flags()
     env.update(PYTHON=sys.executable, PYTHONPATH=REPO, JAX_COMPILATION_CACHE_DIR=xla_cache,
                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="1")
     return env
@@ -199,8 +199,7 @@ def _start_two_processes(data_dir, xla_cache, tmp_path, name):
         port = s.getsockname()[1]
     workdir = str(tmp_path / name)
     env = _env(xla_cache)
-    env.update(JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2 "
-               "--xla_backend_optimization_level=0")
+    env.update(JAX_PLATFORMS="cpu", XLA_FLAGS=process_xla_flags(device_count=2))
     procs, logs = [], []
     for i in range(2):
         log = open(tmp_path / f"{name}_process_{i}.log", "w+")

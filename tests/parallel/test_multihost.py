@@ -70,8 +70,7 @@ def _env(xla_cache: str) -> dict:
     # The launcher sets each process's device count and keeps the other flags: the
     # suite's compile-time flags, as in this process (tests/conftest.py).
     env["XLA_FLAGS"] = process_xla_flags()
-    env.update(PYTHON=sys.executable, PYTHONPATH=REPO, JAX_COMPILATION_CACHE_DIR=xla_cache,
-               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="1")
+    env.update(PYTHON=sys.executable, PYTHONPATH=REPO, JAX_COMPILATION_CACHE_DIR=xla_cache)
     return env
 
 

@@ -94,7 +94,7 @@ def test_notebook_runs_and_shows_its_results(path, tmp_path, monkeypatch):
     # The kernel inherits the environment: one CPU device (not the suite's 8 fake
     # ones), 2 train steps, and a scratch workdir. A notebook at this size is almost
     # all compilation: the suite's compile-time XLA flags and the classic threefry
-    # PRNG (as tests/conftest.py) cut its time by more than a third.
+    # PRNG, as tests/conftest.py (the LLVM flag and the PRNG alone cut it by a third).
     workdir = str(tmp_path / "run")
     monkeypatch.setenv("XLA_FLAGS", process_xla_flags())
     monkeypatch.setenv("JAX_THREEFRY_PARTITIONABLE", "false")

@@ -21,10 +21,7 @@ fi
 
 echo "[setup] installing imagen-jax${extras:+[$extras]} into .venv (first time: a few minutes)"
 log=.venv/pip-install.log
-# --no-compile: pip would byte-compile every installed module (TensorFlow, torch,
-# jaxlib: ~3.5 GB), a minute of CPU here; Python compiles the ones a program imports
-# on first import instead.
-if ! .venv/bin/python -m pip install --no-compile -e ".${extras:+[$extras]}" >"$log" 2>&1; then
+if ! .venv/bin/python -m pip install -e ".${extras:+[$extras]}" >"$log" 2>&1; then
   # This machine's pip config names optional local indexes; their absence is noise.
   grep -v "is ignored: it is neither a file nor a directory" "$log" | tail -40
   echo "[setup] pip install failed; full log in $log" >&2

@@ -19,9 +19,6 @@ import jax.numpy as jnp
 IMAGEN_STAGES = ("base64", "sr256", "sr1024")
 UNCLIP_STAGES = ("prior", "decoder64", "upsample256")
 STAGES = ("t5",) + IMAGEN_STAGES + UNCLIP_STAGES
-# T5 v1.1 XXL's encoder (Imagen's text encoder; HF google/t5-v1_1-xxl config.json).
-T5_XXL = dict(vocab_size=32128, d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64,
-              feed_forward_proj="gated-gelu")
 
 
 def strategies(n: int) -> dict[str, dict[str, int]]:
@@ -62,10 +59,10 @@ def _config(stage: str, size: str):
 
 def _t5_workload(size: str, batch: int) -> Workload:
     from configs import imagen
-    from imagen_jax.nn.t5 import T5Config, T5Encoder
+    from imagen_jax.nn.t5 import T5_V1_1_XXL, T5Config, T5Encoder
 
     if size == "paper":
-        cfg, length, dtype = T5Config(**T5_XXL, dtype=jnp.bfloat16), 128, jnp.bfloat16
+        cfg, length, dtype = T5Config(**T5_V1_1_XXL, dtype=jnp.bfloat16), 128, jnp.bfloat16
     else:
         text = imagen.get_config("tiny,base64").text
         cfg, length, dtype = T5Config(**text.random_t5.to_dict()), text.max_length, None

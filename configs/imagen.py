@@ -102,6 +102,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.text.encoder = "t5"
     c.text.checkpoint = ""  # local HF directory (config.json, safetensors, spiece.model)
     c.text.max_length = 128 if paper else 16  # [?] paper; 128 as Rosetta and NeMo
+    # The frozen encoder's params and compute dtype: bfloat16 halves T5-XXL to 8.9 GiB,
+    # which the trainer then shards over the mesh like the U-Net (docs/tpu_compile.md).
+    c.text.dtype = "bfloat16" if paper else "float32"
     # Offline default when no checkpoint is named: a vocabulary trained on the
     # captions and a frozen random T5 of this size (see imagen_jax/text/from_config.py).
     c.text.vocab_size = 128

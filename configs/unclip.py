@@ -144,9 +144,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     # The frozen CLIP the prior and decoder condition on: a trained unclip.clip run
     # (workdir) or a local Hugging Face CLIPModel directory (checkpoint).
+    # Its params and compute dtype: bfloat16 at paper size (ViT-H/16 in 1.8 GiB), sharded
+    # over the mesh by the trainer like the trained model.
     c.clip = ml_collections.ConfigDict(dict(workdir="", checkpoint="",
                                             embed_dim=clip["embed_dim"],
-                                            text_width=clip["text_width"]))
+                                            text_width=clip["text_width"],
+                                            dtype="bfloat16" if paper else "float32"))
     # GLIDE-style trainable caption transformer in the decoder (0 layers = none).
     c.caption = ml_collections.ConfigDict(
         dict(width=2048, layers=24, heads=32) if paper and stage == "decoder64"

@@ -54,6 +54,16 @@ def check_sample_section(sample: Any) -> None:
         raise ConfigError(f"config.sample.best_of must be at least 1, got {sample.best_of}")
 
 
+FROZEN_DTYPES = ("float32", "bfloat16")
+
+
+def check_frozen_dtype(section: Any, where: str) -> None:
+    """A frozen encoder's `dtype` field (absent: float32, as older configs had it)."""
+    dtype = section.get("dtype", "float32")
+    if dtype not in FROZEN_DTYPES:
+        raise ConfigError(f"{where}.dtype: {dtype!r} is not one of {FROZEN_DTYPES}")
+
+
 def check_super_resolution(config: Any) -> None:
     """A stage conditioned on a low-resolution image: whole upscaling factor, crops
     that keep it whole."""

@@ -56,12 +56,21 @@ class Conditioner(Protocol):
     def prepare(self, params: Any, batch: dict) -> dict:
         ...
 
+    def abstract_params(self) -> Any:
+        """`params` as shapes with their logical axis names (`jax.eval_shape` of the
+        module's init), from which they are sharded over the mesh; None: no params."""
+        ...
+
 
 CaptionSource = Callable[[], Iterable[str]]
 
 
 def no_conditioner(config: Any, workdir: str, captions: CaptionSource) -> None:
     """For stages whose batches need nothing before the loss (images only)."""
+    return None
+
+
+def no_weightless_conditioner(config: Any) -> None:
     return None
 
 
@@ -81,6 +90,10 @@ class StageSpec:
     # (config, workdir, captions) -> the frozen conditioner, or None. `captions()` is
     # the training captions, the corpus of an offline tokenizer.
     conditioner: Callable[[Any, str, CaptionSource], Conditioner | None] = no_conditioner
+    # config -> the same conditioner with no weights (params None): its architecture
+    # at the config's dtype, for compiling the step from shapes (imagen_jax/train/aot.py)
+    # on a machine without the checkpoint.
+    weightless_conditioner: Callable[[Any], Conditioner | None] = no_weightless_conditioner
 
 
 _REGISTRY: dict[str, StageSpec] = {}

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from imagen_jax.checks import check_aug_level
-from imagen_jax.config_sections import (ConfigError, check_sample_section,
+from imagen_jax.config_sections import (ConfigError, check_frozen_dtype, check_sample_section,
                                         check_super_resolution, dataclass_from_section,
                                         sampler_settings)
 from imagen_jax.diffusion import (SamplerSettings, check_guidance, classifier_free_guidance,
@@ -309,6 +309,21 @@ def conditioner_from_config(config: Any, workdir: str, captions) -> Any:
     return text_encoder_from_config(config.text, workdir, captions)
 
 
+def weightless_text_encoder(config: Any) -> Any:
+    """The frozen T5 the config names, without weights: T5 v1.1 XXL for a checkpoint
+    (paper configs), the random T5's size offline; None with cached embeddings."""
+    if config.data.embedding_cache:
+        return None
+    import types
+    from imagen_jax.nn.t5 import T5_V1_1_XXL, T5Config
+    from imagen_jax.text.encoder import TextEncoder
+    text = config.text
+    arch = T5_V1_1_XXL if text.checkpoint else text.random_t5.to_dict()
+    t5 = T5Config(**arch, dtype=jnp.dtype(text.get("dtype", "float32")))
+    return TextEncoder(t5, None, types.SimpleNamespace(vocab_size=t5.vocab_size,
+                                                       max_length=text.max_length))
+
+
 def _common_fields(config: Any) -> dict:
     d = config.diffusion
     return dict(unet=dataclass_from_section(UNetConfig, config.model),
@@ -330,6 +345,7 @@ def sr_stage_from_config(config: Any) -> SuperResolutionStage:
 
 def check_base_config(config: Any) -> None:
     check_sample_section(config.sample)
+    check_frozen_dtype(config.text, "config.text")
     if not config.text.checkpoint and config.text.random_t5.d_model != config.model.text_dim:
         raise ConfigError(f"config.text.random_t5.d_model {config.text.random_t5.d_model} != "
                           f"config.model.text_dim {config.model.text_dim}")
@@ -341,6 +357,7 @@ def check_sr_config(config: Any) -> None:
 
 
 register(StageSpec("imagen.base64", base_stage_from_config, check_base_config,
-                   conditioner_from_config))
+                   conditioner_from_config, weightless_text_encoder))
 for _name in ("imagen.sr256", "imagen.sr1024"):
-    register(StageSpec(_name, sr_stage_from_config, check_sr_config, conditioner_from_config))
+    register(StageSpec(_name, sr_stage_from_config, check_sr_config, conditioner_from_config,
+                       weightless_text_encoder))

@@ -19,6 +19,7 @@ spiece.model).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any, Sequence
 
@@ -56,6 +57,16 @@ class FrozenCLIP:
         states = jnp.where(mask[..., None], states, 0.0)
         return jax.lax.stop_gradient(z_t), jax.lax.stop_gradient(states), mask
 
+    def abstract_params(self) -> Any:
+        """The params' shapes with their logical axis names (the trainer shards the
+        frozen CLIP from these)."""
+        side = self.config.image_size
+        images = jax.ShapeDtypeStruct((1, side, side, 3), jnp.float32)
+        ids = jax.ShapeDtypeStruct((1, self.tokenizer.max_length), jnp.int32)
+        mask = jax.ShapeDtypeStruct((1, self.tokenizer.max_length), jnp.bool_)
+        return jax.eval_shape(self.module.init, jax.random.PRNGKey(0), images, ids,
+                              mask)["params"]
+
     def prepare(self, params: Any, batch: dict) -> dict:
         """The trainer's hook (traced in the step): adds z_i, z_t and the token states."""
         batch = dict(batch)
@@ -86,16 +97,18 @@ def clip_config_from_run(config: Any) -> CLIPConfig:
 
 def load_frozen_clip(clip: Any, max_length: int) -> FrozenCLIP:
     """The CLIP a config's `clip` section names: `clip.workdir` (a trained unclip.clip
-    run) or `clip.checkpoint` (a local HF CLIPModel directory with its tokenizer)."""
+    run) or `clip.checkpoint` (a local HF CLIPModel directory with its tokenizer), its
+    params in `clip.dtype`."""
     from imagen_jax.train.run_config import load_config
     from imagen_jax.train.trained import load_trained_stage
 
     if bool(clip.workdir) == bool(clip.checkpoint):
         raise ValueError("config.clip: set exactly one of clip.workdir (a trained unclip.clip "
                          "run) and clip.checkpoint (a Hugging Face CLIP directory)")
+    dtype = jnp.dtype(clip.get("dtype", "float32"))
     if clip.checkpoint:
         from unclip_jax.clip_convert import load_clip
-        config, params = load_clip(clip.checkpoint)
+        config, params = load_clip(clip.checkpoint, dtype=dtype)
         from imagen_jax.text.hf_tokenizer import tokenizer_from_dir
         return FrozenCLIP(config, params, tokenizer_from_dir(clip.checkpoint, max_length))
     if load_config(clip.workdir).stage != "unclip.clip":
@@ -103,4 +116,5 @@ def load_frozen_clip(clip: Any, max_length: int) -> FrozenCLIP:
                          f"{load_config(clip.workdir).stage!r} run, not unclip.clip")
     _, stage, params = load_trained_stage(clip.workdir)
     tokenizer = Tokenizer(os.path.join(clip.workdir, "spiece.model"), max_length)
-    return FrozenCLIP(stage.clip, params, tokenizer)
+    params = jax.tree.map(lambda x: x.astype(dtype), params)
+    return FrozenCLIP(dataclasses.replace(stage.clip, dtype=dtype.name), params, tokenizer)

@@ -25,7 +25,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from imagen_jax.config_sections import (ConfigError, check_sample_section,
+from imagen_jax.config_sections import (ConfigError, check_frozen_dtype, check_sample_section,
                                         check_super_resolution, dataclass_from_section,
                                         sampler_settings)
 from imagen_jax.diffusion import (SamplerSettings, check_guidance, classifier_free_guidance,
@@ -317,6 +317,9 @@ class TokenizerOnly:
     def prepare(self, params: Any, batch: dict) -> dict:
         return batch
 
+    def abstract_params(self) -> None:
+        return None
+
 
 def clip_conditioner(config: Any, workdir: str, captions) -> TokenizerOnly:
     """CLIP trains on caption ids from the offline tokenizer of its captions."""
@@ -335,6 +338,20 @@ def frozen_clip_conditioner(config: Any, workdir: str, captions) -> Any:
     return frozen
 
 
+def weightless_clip(config: Any) -> Any:
+    """The frozen CLIP of the config's variant (configs/unclip.py's clip stage: ViT-H/16
+    for 'paper'), without weights, in config.clip.dtype."""
+    import types
+    from configs import unclip
+    from unclip_jax.clip import CLIPConfig
+    from unclip_jax.conditioning import FrozenCLIP
+    run = unclip.get_config(f"{config.get('variant', 'paper')},clip")
+    clip = dataclasses.replace(dataclass_from_section(CLIPConfig, run.model),
+                               dtype=config.clip.get("dtype", "float32"))
+    return FrozenCLIP(clip, None, types.SimpleNamespace(vocab_size=clip.vocab_size,
+                                                        max_length=config.text.max_length))
+
+
 # -- config checks: widths that must agree between a stage and the CLIP it reads ------
 
 def check_clip_config(config: Any) -> None:
@@ -345,6 +362,7 @@ def check_clip_config(config: Any) -> None:
 
 
 def _check_clip_source(config: Any, text_dim: int) -> None:
+    check_frozen_dtype(config.clip, "config.clip")
     if bool(config.clip.workdir) == bool(config.clip.checkpoint):
         raise ConfigError("config.clip: set exactly one of clip.workdir (a trained "
                           "unclip.clip run) and clip.checkpoint (a Hugging Face CLIP dir)")
@@ -378,8 +396,8 @@ def check_upsampler_config(config: Any) -> None:
 
 register(StageSpec("unclip.clip", clip_stage_from_config, check_clip_config, clip_conditioner))
 register(StageSpec("unclip.prior", prior_stage_from_config, check_prior_config,
-                   frozen_clip_conditioner))
+                   frozen_clip_conditioner, weightless_clip))
 register(StageSpec("unclip.decoder64", decoder_stage_from_config, check_decoder_config,
-                   frozen_clip_conditioner))
+                   frozen_clip_conditioner, weightless_clip))
 for _name in ("unclip.upsample256", "unclip.upsample1024"):  # images only: no conditioner
     register(StageSpec(_name, upsampler_stage_from_config, check_upsampler_config))

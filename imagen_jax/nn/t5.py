@@ -76,6 +76,12 @@ def parse_feed_forward_proj(value: str) -> tuple[bool, str]:
     return gated, act
 
 
+# T5 v1.1 XXL's encoder, Imagen's text encoder (HF google/t5-v1_1-xxl config.json):
+# 4.76B parameters, 8.9 GiB in bfloat16.
+T5_V1_1_XXL = dict(vocab_size=32128, d_model=4096, d_kv=64, d_ff=10240, num_layers=24,
+                   num_heads=64, feed_forward_proj="gated-gelu")
+
+
 @dataclasses.dataclass(frozen=True)
 class T5Config:
     """Hyper-parameters of a T5 encoder; field names follow HF's config.json."""

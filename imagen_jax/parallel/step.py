@@ -9,7 +9,7 @@ The trainer's step is built on it in imagen_jax/train/sharded.py.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
 from jax.sharding import Mesh
@@ -18,21 +18,21 @@ from imagen_jax.parallel.sharding import replicated
 
 
 def jit_sharded_step(step_fn: Callable, mesh: Mesh, state_shardings: Any, batch_shardings: Any,
-                     *, num_replicated_args: int = 0, donate_state: bool = True,
+                     *, arg_shardings: Sequence[Any] = (), donate_state: bool = True,
                      compiler_options: dict[str, Any] | None = None) -> Callable:
     """jit of `step_fn(state, batch, *args) -> (state, metrics)` over `mesh`.
 
     The state keeps its shardings from step to step (in == out), and is donated so
     its buffers are reused for the new state: without donation the old and new
     parameters and optimiser state would both be live at the step boundary.
-    `args` (keys, scalars) and the metrics are replicated. `compiler_options` go
+    `arg_shardings` place the extra `args` (one entry per argument; None replicates
+    it, e.g. keys and scalars); the metrics are replicated. `compiler_options` go
     to XLA as they are (e.g. {'xla_backend_optimization_level': 0} to compile fast).
     """
-    if num_replicated_args < 0:
-        raise ValueError(f"num_replicated_args={num_replicated_args} must be >= 0")
     rep = replicated(mesh)
+    args = tuple(rep if sh is None else sh for sh in arg_shardings)
     return jax.jit(step_fn,
-                   in_shardings=(state_shardings, batch_shardings) + (rep,) * num_replicated_args,
+                   in_shardings=(state_shardings, batch_shardings) + args,
                    out_shardings=(state_shardings, rep),
                    donate_argnums=(0,) if donate_state else (),
                    compiler_options=compiler_options)

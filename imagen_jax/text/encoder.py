@@ -9,6 +9,7 @@ null condition that classifier-free guidance uses.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any, Sequence
 
@@ -70,6 +71,13 @@ class TextEncoder:
                                         batch["text_mask"].astype(bool))
         return batch
 
+    def abstract_params(self) -> Any:
+        """The params' shapes with their logical axis names (the trainer shards the
+        frozen encoder from these, like a U-Net's params)."""
+        ids = jax.ShapeDtypeStruct((1, self.max_length), jnp.int32)
+        mask = jax.ShapeDtypeStruct((1, self.max_length), jnp.bool_)
+        return jax.eval_shape(self._module.init, jax.random.PRNGKey(0), ids, mask)["params"]
+
     def __call__(self, prompts: str | Sequence[str]) -> tuple[jnp.ndarray, jnp.ndarray]:
         """Encodes prompts (a str is a batch of one) to (embeddings, mask)."""
         batch = self.tokenizer.encode(prompts)
@@ -85,8 +93,11 @@ class TextEncoder:
         return cls(config, params, tokenizer)
 
     @classmethod
-    def random(cls, config: T5Config, tokenizer: Tokenizer, seed: int = 0) -> "TextEncoder":
-        """Randomly initialised encoder, for tests and offline demos."""
+    def random(cls, config: T5Config, tokenizer: Tokenizer, seed: int = 0,
+               dtype: Any = jnp.float32) -> "TextEncoder":
+        """Randomly initialised encoder in `dtype` (params and compute), for tests and
+        offline demos; the draw is the same float32 one for every dtype."""
         ids = jnp.zeros((1, tokenizer.max_length), jnp.int32)
         variables = jax.jit(T5Encoder(config).init)(jax.random.PRNGKey(seed), ids, ids != 0)
-        return cls(config, nn.meta.unbox(variables["params"]), tokenizer)
+        params = jax.tree.map(lambda x: x.astype(dtype), nn.meta.unbox(variables["params"]))
+        return cls(dataclasses.replace(config, dtype=jnp.dtype(dtype)), params, tokenizer)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Sequence
 
+import jax.numpy as jnp
+
 from imagen_jax.nn.t5 import T5Config
 from imagen_jax.text.encoder import TextEncoder
 from imagen_jax.text.tokenizer import Tokenizer, train_sentencepiece
@@ -21,12 +23,15 @@ TOKENIZER_FILE = "spiece.model"
 
 def text_encoder_from_config(text: Any, workdir: str,
                              captions: Callable[[], Sequence[str]] | None = None) -> TextEncoder:
-    """Loads or builds the encoder; `captions` supplies the offline vocabulary's corpus."""
+    """Loads or builds the encoder in `text.dtype`; `captions` supplies the offline
+    vocabulary's corpus."""
+    dtype = jnp.dtype(text.get("dtype", "float32"))
     if text.checkpoint:
-        return TextEncoder.from_pretrained(text.checkpoint, max_length=text.max_length)
+        return TextEncoder.from_pretrained(text.checkpoint, max_length=text.max_length,
+                                           dtype=dtype)
     tokenizer = offline_tokenizer(workdir, text.max_length, text.vocab_size, captions)
     config = T5Config(**text.random_t5.to_dict())
-    return TextEncoder.random(config, tokenizer, seed=text.seed)
+    return TextEncoder.random(config, tokenizer, seed=text.seed, dtype=dtype)
 
 
 def offline_tokenizer(workdir: str, max_length: int, vocab_size: int,

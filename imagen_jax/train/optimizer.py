@@ -2,8 +2,10 @@
 
 Imagen trains the base model with Adafactor and the SR models with Adam, both at
 1e-4 after 10k warmup steps (App. F); global-norm clipping at 1.0 follows the
-NVIDIA reimplementations (the paper is silent). `grad_accum_steps > 1` wraps the
-whole chain in optax.MultiSteps, so a large global batch fits in device memory.
+NVIDIA reimplementations (the paper is silent). Gradient accumulation
+(`train.grad_accum_steps`) is not an optimiser wrapper: the train step averages the
+micro-batches' gradients before its one update (imagen_jax/train/state.py), so the
+schedule counts updates as `train.steps` does.
 """
 
 from __future__ import annotations
@@ -47,7 +49,4 @@ def make_optimizer(train: Any) -> optax.GradientTransformation:
     chain = [opt]
     if train.grad_clip_norm and train.grad_clip_norm > 0:
         chain.insert(0, optax.clip_by_global_norm(train.grad_clip_norm))
-    tx = optax.chain(*chain)
-    if train.grad_accum_steps > 1:
-        tx = optax.MultiSteps(tx, every_k_schedule=int(train.grad_accum_steps))
-    return tx
+    return optax.chain(*chain)

@@ -5,8 +5,10 @@ check (tests/parallel/test_equivalence.py), so what is proven is what trains:
 
     abstract_state, shardings = state_layout(stage, optimizer, mesh, rules, text_len)
     state = init_state(stage, optimizer, key, mesh, shardings, text_len)
-    step = jit_train_step(stage, optimizer, mesh, rules, shardings, example_batch, ...)
-    state, metrics = step(state, batch, frozen_params)
+    frozen, frozen_sh = place_frozen(conditioner, mesh, rules)   # T5 / CLIP weights
+    step = jit_train_step(stage, optimizer, mesh, rules, shardings, example_batch,
+                          conditioner=conditioner, frozen_shardings=frozen_sh, ...)
+    state, metrics = step(state, batch, frozen)
 
 Everything is derived from shapes (`jax.eval_shape`): no full copy of the weights is
 built on one host; each device initialises only its own shard.
@@ -51,22 +53,46 @@ def init_state(stage: Stage, optimizer: optax.GradientTransformation, key: jax.A
     return sharded_init(init, key, mesh, shardings)
 
 
+def frozen_shardings(conditioner: Conditioner | None, mesh: Mesh, rules: Rules) -> Any:
+    """Shardings of a conditioner's frozen weights (T5, CLIP) from their logical axis
+    names, like a stage's own parameters: under FSDP or tensor parallelism each device
+    keeps only its shard (T5-XXL is 8.9 GiB in bfloat16: a full copy per chip would
+    take more than a quarter of a TPU v4's HBM). None when there are no frozen weights."""
+    if conditioner is None:
+        return None
+    abstract = conditioner.abstract_params()
+    return None if abstract is None else param_shardings(abstract, mesh, rules)
+
+
+def place_frozen(conditioner: Conditioner | None, mesh: Mesh, rules: Rules) -> tuple[Any, Any]:
+    """(frozen weights on the mesh, their shardings): the train step's third argument.
+    Host arrays (a loaded checkpoint) are copied shard by shard, never whole to a device."""
+    shardings = frozen_shardings(conditioner, mesh, rules)
+    if shardings is None:
+        return None, None
+    return jax.device_put(conditioner.params, shardings), shardings
+
+
 def jit_train_step(stage: Stage, optimizer: optax.GradientTransformation, mesh: Mesh,
                    rules: Rules, shardings: Any, example_batch: dict, *,
-                   conditioner: Conditioner | None = None, ema_decay: float = 0.0,
-                   skip_nonfinite: bool = False,
+                   conditioner: Conditioner | None = None, frozen_shardings: Any = None,
+                   ema_decay: float = 0.0,
+                   skip_nonfinite: bool = False, grad_accum_steps: int = 1,
                    compiler_options: dict[str, Any] | None = None):
     """`step(state, batch, frozen_params) -> (state, metrics)`, jitted over `mesh`.
 
     The batch is sharded along its leading axis by the 'batch' rule; the conditioner's
-    frozen params (T5, CLIP) are replicated and run inside the step, so raw caption ids
-    and images go in and no host round trip is needed; the state is donated.
+    frozen params (T5, CLIP) come in with `frozen_shardings` (`place_frozen`; None
+    replicates them) and run inside the step, so raw caption ids and images go in and
+    no host round trip is needed; the state is donated.
     """
     def step(state: TrainState, batch: dict, frozen_params: Any) -> tuple[TrainState, dict]:
         if conditioner is not None:
             batch = conditioner.prepare(frozen_params, batch)
         return train_step(state, batch, loss_fn=stage.loss, optimizer=optimizer,
-                          ema_decay=ema_decay, skip_nonfinite=skip_nonfinite)
+                          ema_decay=ema_decay, skip_nonfinite=skip_nonfinite,
+                          grad_accum_steps=grad_accum_steps)
 
     return jit_sharded_step(step, mesh, shardings, shard_batch_tree(example_batch, mesh, rules),
-                            num_replicated_args=1, compiler_options=compiler_options)
+                            arg_shardings=(frozen_shardings,),
+                            compiler_options=compiler_options)

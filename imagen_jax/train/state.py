@@ -33,17 +33,64 @@ def create_state(params: Any, optimizer: optax.GradientTransformation,
                       nonfinite_steps=jnp.zeros((), jnp.int32))
 
 
+def micro_batches(batch: dict, k: int) -> dict:
+    """[k*B, ...] arrays -> [k, B, ...], micro-batch j holding examples j, k + j, 2k + j...
+
+    Strided rather than contiguous so that the split needs no communication: with the
+    batch dimension sharded in contiguous blocks over the devices, reshaping to
+    [B, k, ...] leaves every device its own rows, and the swap of the two leading axes
+    is local too; each micro-batch stays spread over all the data-parallel devices.
+    """
+    def split(x: jax.Array) -> jax.Array:
+        if x.shape[0] % k:
+            raise ValueError(f"batch of {x.shape[0]} does not split into {k} micro-batches")
+        return jnp.swapaxes(x.reshape((x.shape[0] // k, k) + x.shape[1:]), 0, 1)
+    return jax.tree.map(split, batch)
+
+
+def accumulated_value_and_grad(loss_fn: Callable, params: Any, batch: dict, key: jax.Array,
+                               k: int) -> tuple[tuple[jax.Array, dict], Any]:
+    """((loss, metrics), grads) of `loss_fn` averaged over k micro-batches of `batch`,
+    run one after another (lax.scan): activations of one micro-batch live at a time.
+    For a loss that is a mean over examples this equals one evaluation on the whole
+    batch; micro-batch j draws its noise from fold_in(key, j)."""
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+    def body(carry: Any, inputs: tuple[jax.Array, dict]) -> tuple[Any, None]:
+        j, micro = inputs
+        (loss, metrics), grads = grad_fn(params, micro, jax.random.fold_in(key, j))
+        total = jax.tree.map(jnp.add, carry, (loss, metrics, grads))
+        return total, None
+
+    shapes = jax.eval_shape(grad_fn, params, jax.tree.map(lambda x: x[0], micro_batches(
+        batch, k)), key)
+    (zero_loss, zero_metrics), zero_grads = jax.tree.map(
+        lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+    (loss, metrics, grads), _ = jax.lax.scan(
+        body, (zero_loss, zero_metrics, zero_grads), (jnp.arange(k), micro_batches(batch, k)))
+    mean = lambda tree: jax.tree.map(lambda x: x / k, tree)
+    return (mean(loss), mean(metrics)), mean(grads)
+
+
 def train_step(state: TrainState, batch: dict, *, loss_fn: Callable,
                optimizer: optax.GradientTransformation, ema_decay: float,
-               skip_nonfinite: bool) -> tuple[TrainState, dict]:
+               skip_nonfinite: bool, grad_accum_steps: int = 1) -> tuple[TrainState, dict]:
     """One optimiser step of `loss_fn(params, batch, key) -> (loss, metrics)`.
 
+    With `grad_accum_steps` k > 1 the batch is k micro-batches whose gradients are
+    averaged before the one update: the step, the learning-rate schedule and the EMA
+    advance once per update, as for one step on the whole batch.
     A non-finite loss or gradient norm is reported in metrics['finite']; with
     `skip_nonfinite` the update is dropped (params, EMA and optimiser state kept)
     and counted, otherwise the caller stops the run.
     """
     key = jax.random.fold_in(state.rng, state.step)
-    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, key)
+    if grad_accum_steps > 1:
+        (loss, metrics), grads = accumulated_value_and_grad(loss_fn, state.params, batch, key,
+                                                            grad_accum_steps)
+    else:
+        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch,
+                                                                           key)
     grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)

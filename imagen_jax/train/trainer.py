@@ -40,7 +40,7 @@ from imagen_jax.stage_registry import Conditioner, Stage, lookup
 from imagen_jax.train import checkpoint as ckpt_lib
 from imagen_jax.train.optimizer import learning_rate_schedule, make_optimizer
 from imagen_jax.train.preemption import PreemptionWatch
-from imagen_jax.train.sharded import init_state, jit_train_step, state_layout
+from imagen_jax.train.sharded import init_state, jit_train_step, place_frozen, state_layout
 from imagen_jax.train.state import TrainState
 from imagen_jax.train.validate import validate_config
 
@@ -60,8 +60,11 @@ class Run:
     stage: Stage
     iterator: InputIterator
     # Frozen model applied in the train step: Imagen's T5, unCLIP's CLIP; None when
-    # batches need nothing.
+    # batches need nothing. Its weights are placed on the mesh from their logical axis
+    # names (sharded like the stage's, never a full copy per device under FSDP/tensor).
     conditioner: Conditioner | None
+    frozen: Any
+    frozen_shardings: Any
     optimizer: Any
     state_shardings: Any
     abstract_state: Any
@@ -121,8 +124,9 @@ def setup(config: Any, workdir: str, devices: list | None = None) -> Run:
     checkpointer = ckpt_lib.Checkpointer(
         os.path.join(workdir, "checkpoints"), save_every=config.checkpoint.every_steps,
         keep=config.checkpoint.keep, async_save=config.checkpoint.async_save)
-    return Run(config, workdir, mesh, rules, stage, iterator, conditioner, optimizer,
-               shardings, abstract_state, checkpointer)
+    frozen, frozen_sh = place_frozen(conditioner, mesh, rules)
+    return Run(config, workdir, mesh, rules, stage, iterator, conditioner, frozen, frozen_sh,
+               optimizer, shardings, abstract_state, checkpointer)
 
 
 def initial_state(run: Run) -> TrainState:
@@ -157,14 +161,16 @@ def make_step(run: Run, example_batch: dict, compiler_options: dict | None = Non
     """The jitted train step for this run's shardings (the conditioner folded in)."""
     return jit_train_step(run.stage, run.optimizer, run.mesh, run.rules, run.state_shardings,
                           example_batch, conditioner=run.conditioner,
+                          frozen_shardings=run.frozen_shardings,
                           ema_decay=run.config.train.ema_decay,
                           skip_nonfinite=run.config.train.nonfinite == "skip",
+                          grad_accum_steps=int(run.config.train.get("grad_accum_steps", 1)),
                           compiler_options=compiler_options)
 
 
 def frozen_params(run: Run) -> Any:
-    """The conditioner's frozen weights: the step's third argument."""
-    return run.conditioner.params if run.conditioner is not None else None
+    """The conditioner's frozen weights on the mesh: the step's third argument."""
+    return run.frozen
 
 
 def _flops_per_step(compiled: Any) -> float | None:
@@ -184,7 +190,7 @@ def write_samples(run: Run, state: TrainState, inputs: dict, step: int, writer: 
     n = min(run.config.log.num_samples, len(next(iter(inputs.values()))))
     batch = {k: v[:n] for k, v in inputs.items()}
     if run.conditioner is not None:
-        batch = jax.jit(run.conditioner.prepare)(run.conditioner.params, batch)
+        batch = jax.jit(run.conditioner.prepare)(frozen_params(run), batch)
     key = jax.random.fold_in(jax.random.PRNGKey(run.config.seed), step)
     images = run.stage.preview(state.ema_params, batch, key, run.config.sample)
     if images is None:

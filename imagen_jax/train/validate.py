@@ -38,6 +38,13 @@ def validate_config(config: Any, device_count: int | None = None,
     if batch <= 0 or batch % data_parallel:
         raise ConfigError(f"config.train.batch_size {batch} is not divisible by the "
                           f"data-parallel size {data_parallel} (mesh data x fsdp)")
+    accum = config.train.get("grad_accum_steps", 1)
+    if not (is_real(accum) and accum == int(accum) and accum >= 1):
+        raise ConfigError(f"config.train.grad_accum_steps must be an int >= 1, got {accum!r}")
+    if batch % (int(accum) * data_parallel):
+        raise ConfigError(f"config.train.batch_size {batch} does not split into "
+                          f"config.train.grad_accum_steps={accum} micro-batches divisible by "
+                          f"the data-parallel size {data_parallel} (mesh data x fsdp)")
     if batch % process_count:
         raise ConfigError(f"config.train.batch_size {batch} is not divisible by the "
                           f"{process_count} processes")

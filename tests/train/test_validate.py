@@ -23,6 +23,10 @@ def test_good_config_resolves_the_mesh():
      r"config.train.batch_size 12 is not divisible by the data-parallel size 8"),
     (lambda c: setattr(c.train, "nonfinite", "ignore"), r"config.train.nonfinite"),
     (lambda c: setattr(c.text.random_t5, "d_model", 64), r"config.text.random_t5.d_model"),
+    (lambda c: setattr(c.train, "grad_accum_steps", 0), r"config.train.grad_accum_steps must"),
+    (lambda c: setattr(c.train, "grad_accum_steps", -2), r"config.train.grad_accum_steps must"),
+    (lambda c: setattr(c.train, "grad_accum_steps", 2),
+     r"config.train.batch_size 8 does not split into config.train.grad_accum_steps=2"),
 ])
 def test_base_config_errors(mutate, message):
     config = _config()

@@ -40,6 +40,10 @@ TEST_REQUIRES = [
     "torch==2.13.0",
     "transformers>=5,<6",
     "safetensors>=0.4",
+    # libtpu, the TPU compiler: tests/parallel/test_tpu_compile.py compiles a train step
+    # for a TPU topology on a machine without one (benchmarks/tpu_compile.py's path).
+    # The extra pins libtpu to the installed jax's release.
+    "jax[tpu]>=0.10,<0.11",
     # tests/test_notebooks.py executes notebooks/ in a kernel.
     "nbclient>=0.10",
     "nbformat>=5.10",

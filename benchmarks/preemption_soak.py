@@ -58,9 +58,10 @@ class Interruption:
     identical: bool = False
 
 
-def _command(workdir: str, data_dir: str, steps: int) -> list[str]:
+def _command(workdir: str, data_dir: str, steps: int, cache_dir: str) -> list[str]:
     return [sys.executable, "-m", "imagen_jax.main", "--config=configs/imagen.py:tiny,base64",
-            f"--workdir={workdir}", f"--config.data.data_dir={data_dir}",
+            f"--workdir={workdir}", f"--compilation_cache={cache_dir}",
+            f"--config.data.data_dir={data_dir}",
             "--config.data.num_train=32", "--config.data.num_test=8",
             "--config.data.shuffle_buffer=32", f"--config.train.steps={steps}",
             "--config.train.warmup_steps=2", "--config.checkpoint.every_steps=1",
@@ -71,10 +72,6 @@ def _command(workdir: str, data_dir: str, steps: int) -> list[str]:
 
 def _environment(workdir: str) -> dict[str, str]:
     env = dict(os.environ)
-    # Restarts load the step from XLA's persistent cache instead of compiling it again
-    # (a test suite's own cache, if it set one).
-    env.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(workdir, "xla_cache"))
-    env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
     # One CPU device (a test suite may ask for 8 fake ones: 8x the work on one core).
     flags = re.sub(r"--xla_force_host_platform_device_count=\d+", "", env.get("XLA_FLAGS", ""))
     env["XLA_FLAGS"] = flags.strip()
@@ -119,6 +116,16 @@ def _restored_step(log_path: str) -> int | None:
     if match:
         return int(match.group(1))
     return 0 if "starting afresh: no checkpoint in" in text else None
+
+
+def _compilation(log_path: str) -> dict | None:
+    """main's closing line: programs compiled and loaded from the persistent cache."""
+    with open(log_path, encoding="utf-8", errors="replace") as f:
+        match = re.search(r"compilation: (\d+) programs compiled in ([0-9.]+) s, (\d+) loaded",
+                          f.read())
+    return None if match is None else {"compiled": int(match.group(1)),
+                                       "compile_s": float(match.group(2)),
+                                       "cache_hits": int(match.group(3))}
 
 
 def _run_to_end(command: list[str], env: dict, log_path: str) -> None:
@@ -206,13 +213,17 @@ def soak(workdir: str, *, kills: int, sigterms: int, steps: int, seed: int = 0,
     os.makedirs(logs, exist_ok=True)
     t0 = time.monotonic()
     env = _environment(workdir)
-    _run_to_end(_command(reference, data_dir, steps), env, os.path.join(logs, "reference.log"))
+    # Every start shares one persistent compilation cache, as a restarted pod job would
+    # (main's --compilation_cache); the reference run fills it.
+    cache_dir = os.path.join(workdir, "xla_cache")
+    _run_to_end(_command(reference, data_dir, steps, cache_dir), env,
+                os.path.join(logs, "reference.log"))
     want = {r["step"]: r for r in _records(reference)}
     say(f"reference: {steps} steps uninterrupted in {time.monotonic() - t0:.1f} s")
 
     plan = [signal.SIGKILL] * kills + [signal.SIGTERM] * sigterms
     rng.shuffle(plan)
-    command = _command(soaked, data_dir, steps)
+    command = _command(soaked, data_dir, steps, cache_dir)
     interruptions: list[Interruption] = []
     starts: list[int] = []  # metrics.jsonl's size when each start began
     start_log = lambda i: os.path.join(logs, f"start_{i:02d}.log")  # noqa: E731
@@ -277,6 +288,10 @@ def soak(workdir: str, *, kills: int, sigterms: int, steps: int, seed: int = 0,
         "identical_resumes": identical, "final_arrays": len(final_ref),
         "final_arrays_differing": differing, "loss_trajectory_equal": trajectory_equal,
         "soak_seconds": round(soak_s, 1),
+        # What the first start compiled, and what the last one (a restart of the same
+        # config) compiled and loaded from the cache instead.
+        "reference_compilation": _compilation(os.path.join(logs, "reference.log")),
+        "final_start_compilation": _compilation(start_log(len(interruptions))),
     }
     with open(os.path.join(workdir, "soak.json"), "w", encoding="utf-8") as f:
         json.dump(report, f, indent=1)

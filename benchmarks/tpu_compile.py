@@ -99,6 +99,8 @@ def measure(stage: str, topology: str, strategy: str, per_chip_batch: int) -> di
                 lower_s=program.lower_s, compile_s=program.compile_s,
                 state_bytes=program.state_bytes_per_device,
                 frozen_bytes=program.frozen_bytes_per_device,
+                state_bytes_total=program.state_bytes_total,
+                frozen_bytes_total=program.frozen_bytes_total,
                 model_flops=program.model_flops, **costs, **bound,
                 hbm_capacity=chip.hbm_bytes, environment=environment(),
                 libtpu=_libtpu_version(), jax=jax.__version__, status="ok")

@@ -5,8 +5,10 @@ r"""Train the stage a config selects.
         --config.train.steps=200 --config.mesh.fsdp=-1 --config.mesh.data=1
 
 Running the same command again resumes from the workdir's latest readable checkpoint
-(after a crash, a kill or a preemption). SIGTERM saves a checkpoint after the current
-step and exits with status 143. Each logged step is also a line of WORKDIR/metrics.jsonl.
+(after a crash, a kill or a preemption), and loads the compiled step from the
+persistent compilation cache in WORKDIR/compilation_cache (`--compilation_cache`).
+SIGTERM saves a checkpoint after the current step and exits with status 143. Each
+logged step is also a line of WORKDIR/metrics.jsonl.
 
 Multi-host: every host runs the same command plus how to join the job, either
 explicitly (`launch/local_multihost.sh`, `launch/gpu_multinode.sh`)
@@ -43,6 +45,11 @@ _HEARTBEAT = flags.DEFINE_integer(
     "the others stop with an error.")
 _INIT_TIMEOUT = flags.DEFINE_integer(
     "initialization_timeout", 300, "Seconds to wait for every process to join.")
+_COMPILATION_CACHE = flags.DEFINE_string(
+    "compilation_cache", None, "XLA's persistent compilation cache: a restart, or another "
+    "host, loads the compiled step from it instead of compiling again (minutes at paper "
+    "size). Default WORKDIR/compilation_cache (or $JAX_COMPILATION_CACHE_DIR if set); a "
+    "directory, or 'none' to compile every start.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -60,6 +67,7 @@ def main(argv):
     except ValueError as e:
         sys.exit(f"error: {e}")
 
+    from imagen_jax.train import compile_cache
     from imagen_jax.train.checkpoint import CheckpointMismatchError, UnreadableCheckpointError
     from imagen_jax.train.trainer import train
     from imagen_jax.train.validate import ConfigError
@@ -67,6 +75,9 @@ def main(argv):
     import jax
 
     config, workdir = _CONFIG.value, _WORKDIR.value
+    cache_dir = compile_cache.cache_dir_for(workdir, _COMPILATION_CACHE.value)
+    compile_cache.enable(cache_dir)
+    compiles = compile_cache.CompileCount().start()
     try:
         state = train(config, workdir)  # writes workdir/config.json (process 0)
     except (ConfigError, FileNotFoundError, FloatingPointError, CheckpointMismatchError,
@@ -85,6 +96,7 @@ def main(argv):
               file=sys.stderr, flush=True)
         os._exit(1)
     step = int(jax.device_get(state.step))
+    print(compiles.summary(cache_dir), flush=True)
     if step < config.train.steps:  # SIGTERM: checkpoint saved, train() said so
         sys.exit(143)  # 128 + SIGTERM, as if the signal had ended it: not finished
     print(f"trained {config.stage} to step {step} in {workdir} "

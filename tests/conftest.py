@@ -6,6 +6,11 @@ import os
 import shutil
 import tempfile
 
+# The CPU backend only. libtpu is installed (the test extra: tests compile for TPU
+# topologies through it, imagen_jax/train/aot.py), and jax would otherwise try to start
+# a TPU runtime in every process, printing libtpu's complaints about a missing chip.
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
 # Eight CPU devices for the sharding tests (meshes of 8, (4, 2), ...). Must be set
 # before jax initialises its backend; everything else still runs on device 0.
 # The suite is almost all XLA compilation of small programs, so two flags trade run

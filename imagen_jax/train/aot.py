@@ -85,6 +85,9 @@ def topology_devices(topology: str) -> list:
     os.environ.setdefault("TPU_ACCELERATOR_TYPE", {"v4": "v4-8", "v5e": "v5litepod-4",
                                                    "v5p": "v5p-8"}[gen])
     os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
+    # No chip is opened, so several compiling processes (benchmark rows, test workers)
+    # need not queue on libtpu's one-process lockfile.
+    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
     from jax.experimental import topologies
     kwargs = {"chip_config_name": "megacore"} if gen in ("v4", "v5p") else {}
     try:
@@ -133,6 +136,8 @@ class StepProgram:
     state_bytes_per_device: int  # params + EMA + optimiser state, from the shardings
     frozen_bytes_per_device: int  # the frozen encoder's weights, from their shardings
     model_flops: float  # whole step, all chips: 3 x the loss's forward + the encoder's
+    state_bytes_total: int = 0  # one full copy of the state (what data parallel keeps)
+    frozen_bytes_total: int = 0
 
 
 def _forward_flops(fn: Any, *args: Any) -> float:
@@ -220,7 +225,8 @@ def compile_train_step(config: Any, devices: list, *,
     return StepProgram(
         compiled, lower_s, compile_s, len(devices), sizes, config.train.batch_size,
         _bytes_per_device(abstract_state, shardings),
-        0 if frozen is None else _bytes_per_device(frozen, frozen_sh), model_flops)
+        0 if frozen is None else _bytes_per_device(frozen, frozen_sh), model_flops,
+        analysis.total_bytes(abstract_state), analysis.total_bytes(frozen))
 
 
 def compile_frozen_encoder(config: Any, devices: list, *,
@@ -240,7 +246,8 @@ def compile_frozen_encoder(config: Any, devices: list, *,
         forward, (_with_shardings(frozen, frozen_sh), _with_shardings(batch, batch_sh)))
     return StepProgram(compiled, lower_s, compile_s, len(devices), sizes, b, 0,
                        _bytes_per_device(frozen, frozen_sh),
-                       _forward_flops(conditioner.prepare, frozen, batch))
+                       _forward_flops(conditioner.prepare, frozen, batch), 0,
+                       analysis.total_bytes(frozen))
 
 
 def step_costs(program: StepProgram) -> dict:

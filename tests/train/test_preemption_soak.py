@@ -40,6 +40,11 @@ def _soak(tmp_path, kills: int, sigterms: int, steps: int, seed: int) -> dict:
     assert report["identical_resumes"] == kills + sigterms
     assert report["final_arrays"] > 400 and report["final_arrays_differing"] == []
     assert report["loss_trajectory_equal"]
+    # The persistent compilation cache: the first start compiled the programs, the last
+    # start of the same config (a restart) compiled nothing and loaded them instead.
+    assert report["reference_compilation"]["compiled"] > 0, report["reference_compilation"]
+    final = report["final_start_compilation"]
+    assert final["compiled"] == 0 and final["cache_hits"] > 0, final
     return report
 
 

@@ -52,8 +52,22 @@ def mesh_for(strategy: str, chips: int) -> dict[str, int]:
             "fsdp_tensor": {"fsdp": half, "tensor": 2}}[strategy]
 
 
-def row_key(stage: str, topology: str, strategy: str, per_chip_batch: int) -> str:
-    return f"{stage}@{topology}@{strategy}@b{per_chip_batch}"
+def row_key(stage: str, topology: str, strategy: str, per_chip_batch: int,
+            overrides: str = "") -> str:
+    return f"{stage}@{topology}@{strategy}@b{per_chip_batch}" + (f"@{overrides}" if overrides
+                                                                  else "")
+
+
+def apply_overrides(config, overrides: str) -> None:
+    """'model.scan_blocks=True;model.remat=False' -> config fields (Python literals)."""
+    import ast
+    for item in filter(None, overrides.split(";")):
+        path, _, value = item.partition("=")
+        *parents, leaf = path.strip().split(".")
+        section = config
+        for name in parents:
+            section = section[name]
+        section[leaf] = ast.literal_eval(value.strip())
 
 
 def paper_config(stage: str, topology_chips: int, strategy: str, per_chip_batch: int):
@@ -72,7 +86,8 @@ def paper_config(stage: str, topology_chips: int, strategy: str, per_chip_batch:
     return config
 
 
-def measure(stage: str, topology: str, strategy: str, per_chip_batch: int) -> dict:
+def measure(stage: str, topology: str, strategy: str, per_chip_batch: int,
+            overrides: str = "") -> dict:
     """One row, in this process."""
     import jax
 
@@ -81,6 +96,7 @@ def measure(stage: str, topology: str, strategy: str, per_chip_batch: int) -> di
 
     devices = aot.topology_devices(topology)
     config = paper_config(stage, len(devices), strategy, per_chip_batch)
+    apply_overrides(config, overrides)
     if stage == "t5":
         program = aot.compile_frozen_encoder(config, devices)
     else:
@@ -89,7 +105,9 @@ def measure(stage: str, topology: str, strategy: str, per_chip_batch: int) -> di
     chip = aot.CHIPS[aot.generation(topology)]
     bound = aot.roofline(costs, chip, program.global_batch,
                          program.model_flops / program.num_devices)
-    return dict(key=row_key(stage, topology, strategy, per_chip_batch), stage=stage,
+    return dict(key=row_key(stage, topology, strategy, per_chip_batch, overrides),
+                overrides=overrides, scan_blocks=bool(config.model.get("scan_blocks", False)),
+                stage=stage,
                 topology=topology, chips=program.num_devices, strategy=strategy,
                 mesh=program.mesh_sizes, per_chip_batch=per_chip_batch,
                 global_batch=program.global_batch,
@@ -134,7 +152,7 @@ def run_child(args: argparse.Namespace, stage: str, topology: str, strategy: str
               json_path: str) -> dict:
     """Measures one row in a child process (its compile's memory is returned to the
     OS after), with a wall-clock limit; a failure or a timeout is a row too."""
-    key = row_key(stage, topology, strategy, args.per_chip_batch)
+    key = row_key(stage, topology, strategy, args.per_chip_batch, args.set)
     cmd = [sys.executable, os.path.abspath(__file__), f"--one={key}"]
     start = time.perf_counter()
     try:
@@ -163,19 +181,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default=OUT)
     parser.add_argument("--retry", action="store_true", help="re-measure failed rows")
     parser.add_argument("--report_only", action="store_true")
+    parser.add_argument("--set", default="", help="config overrides for every row, e.g. "
+                        "'model.scan_blocks=True;model.remat=False' (part of the row's key)")
     parser.add_argument("--one", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     json_path = os.path.splitext(args.out)[0] + ".json"
     if args.one:  # child: measure one row and add it to the JSON
-        stage, topology, strategy, batch = args.one.split("@")
-        _save_row(json_path, measure(stage, topology, strategy, int(batch[1:])))
+        stage, topology, strategy, batch, *overrides = args.one.split("@", 4)
+        _save_row(json_path, measure(stage, topology, strategy, int(batch[1:]),
+                                     overrides[0] if overrides else ""))
         return
     from benchmarks.tpu_compile_report import write_markdown
     if not args.report_only:
         for stage in args.stages.split(","):
             for topology in args.topologies.split(","):
                 for strategy in args.strategies.split(","):
-                    key = row_key(stage, topology, strategy, args.per_chip_batch)
+                    key = row_key(stage, topology, strategy, args.per_chip_batch, args.set)
                     old = {r["key"]: r for r in _load(json_path)["rows"]}.get(key)
                     if old and (old["status"] == "ok" or not args.retry):
                         print(f"[skip] {key}: {old['status']} already", flush=True)

@@ -35,7 +35,8 @@ def _table(rows: list[dict]) -> list[str]:
         m = r["memory"]
         fits = f"yes ({_gib(r['hbm_capacity'])})" if r["fits"] else f"**no** ({_gib(r['hbm_capacity'])})"
         out.append(
-            f"| {r['stage']} | {r['topology']} ({r['chips']}) | {_mesh(r['mesh'])} | "
+            f"| {r['stage']}{' (scan)' if r.get('scan_blocks') else ''} | {r['topology']} "
+            f"({r['chips']}) | {_mesh(r['mesh'])} | "
             f"{r['per_chip_batch']} ({r['global_batch']}) | {r['compile_s']:.0f} | "
             f"{_gib(r['state_bytes'])} | {_gib(r['frozen_bytes'])} | {_gib(m['argument'])} | "
             f"{_gib(m['output'])} | {_gib(m['temp'])} | {_gib(m['peak'])} | {fits} | "
@@ -56,7 +57,8 @@ def _best(rows: list[dict]) -> list[str]:
             continue
         r = max(fitting, key=lambda r: r["images_per_s_bound"])
         out.append(f"| {stage} | {r['topology']}, {_mesh(r['mesh'])}, {r['per_chip_batch']} "
-                   f"per chip, remat {'on' if r['remat'] else 'off'}, {r['dtype']} | "
+                   f"per chip, remat {'on' if r['remat'] else 'off'}, "
+                   f"{'scanned' if r.get('scan_blocks') else 'unrolled'} blocks, {r['dtype']} | "
                    f"{r['images_per_s_bound']:.0f} | {_gib(r['memory']['peak'])} / "
                    f"{_gib(r['hbm_capacity'])} |")
     return out

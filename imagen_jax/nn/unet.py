@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 
 from imagen_jax.nn.attention import ATTENTION_MODES, AttentionPool, ImageTextAttention
+from imagen_jax.nn.block_scan import scan_res_blocks
 from imagen_jax.nn.embeddings import NoiseLevelEmbedding
 from imagen_jax.nn.partitioning import Conv, group_norm, param_with_axes
 from imagen_jax.nn.resblock import ResNetBlock
@@ -66,6 +67,9 @@ class UNetConfig:
     dropout: float = 0.0
     num_groups: int = 32
     remat: bool = False
+    # Run each level's identical res blocks as one lax.scan (imagen_jax/nn/block_scan.py):
+    # the same function and weights, compiled once per level instead of once per block.
+    scan_blocks: bool = False
     dtype: str = "float32"  # compute dtype; parameters stay float32
 
     def __post_init__(self):
@@ -190,29 +194,69 @@ class UNet(nn.Module):
         if stride > 1:  # Efficient U-Net: downsample before the convolutions
             h = Conv(cfg.channels[level], strides=(stride, stride), name=f"down_{level}",
                      dtype=jnp.dtype(cfg.dtype))(h)
-        outputs = [h]
-        for j in range(cfg.num_res_blocks[level]):
-            h = self._res_and_attention(f"down_{level}", level, j, h, emb, text, text_mask,
-                                        deterministic)
-            outputs.append(h)
-        return h, (outputs if cfg.skip_connections == "res_block" else [h])
+        level_input = h
+        h, outputs = self._blocks(f"down_{level}", level, h, emb, text, text_mask,
+                                  deterministic, [], cfg.num_res_blocks[level])
+        return h, ([level_input] + outputs if cfg.skip_connections == "res_block" else [h])
 
     def _ublock(self, level: int, h, skips, emb, text, text_mask, out_channels: int,
                 deterministic: bool):
         cfg = self.config
-        skips = list(skips)
         num_blocks = max(cfg.num_res_blocks[level], len(skips))
-        for j in range(num_blocks):
-            if skips:  # 'level': only the first res block; 'res_block': every one
-                h = jnp.concatenate([h, skips.pop() * SKIP_SCALE], axis=-1)
-            h = self._res_and_attention(f"up_{level}", level, j, h, emb, text, text_mask,
-                                        deterministic, num_blocks)
+        h, _ = self._blocks(f"up_{level}", level, h, emb, text, text_mask, deterministic,
+                            list(skips), num_blocks)
         stride = cfg.strides[level]
         if stride > 1:  # ... and upsample after them
             b, hh, ww, c = h.shape
             h = jax.image.resize(h, (b, hh * stride, ww * stride, c), "nearest")
             h = Conv(out_channels, name=f"upsample_{level}", dtype=jnp.dtype(cfg.dtype))(h)
         return h
+
+    def _blocks(self, prefix: str, level: int, h, emb, text, text_mask, deterministic: bool,
+                skips: list, num_blocks: int):
+        """Res blocks j = 0..num_blocks-1 of one side of a level (each followed by
+        attention where configured); while `skips` remain, the last is concatenated
+        before a block ('level': the first block only; 'res_block': every one).
+        Returns h and every block's output.
+
+        With `scan_blocks`, a run of identical blocks (same input and output widths)
+        is one `lax.scan` over their stacked weights: XLA compiles the block once
+        instead of once per block. The weights keep their per-block names, so
+        checkpoints are the same either way (`init` always builds them unrolled).
+        """
+        outputs = []
+        start = self._scan_start(level, h, skips, num_blocks)
+        for j in range(num_blocks):
+            if j == start:
+                h, scanned = scan_res_blocks(self, prefix, level, range(j, num_blocks), h, emb,
+                                             text, text_mask, deterministic, skips, SKIP_SCALE)
+                return h, outputs + scanned
+            if skips:
+                h = jnp.concatenate([h, skips.pop() * SKIP_SCALE], axis=-1)
+            h = self._res_and_attention(prefix, level, j, h, emb, text, text_mask,
+                                        deterministic, num_blocks)
+            outputs.append(h)
+        return h, outputs
+
+    def _scan_start(self, level: int, h, skips: list, num_blocks: int) -> int | None:
+        """The first block of the run [start, num_blocks) that `scan_res_blocks` can run
+        as one loop, or None (scanning off, initialising, or no run of 2+ blocks)."""
+        cfg = self.config
+        if not cfg.scan_blocks or self.is_initializing():
+            return None
+        width = cfg.channels[level]
+        consumed = [j < len(skips) for j in range(num_blocks)]  # blocks that take a skip
+        popped = list(reversed(skips))  # block j takes popped[j]
+        for start in (0, 1):
+            run = range(start, num_blocks)
+            if len(run) < 2 or len({consumed[j] for j in run}) != 1:
+                continue
+            if consumed[start] and len({popped[j].shape for j in run}) != 1:
+                continue
+            if start == 0 and h.shape[-1] != width:
+                continue  # the first block changes the width: run it unrolled
+            return start
+        return None
 
 
 def count_params(config: UNetConfig, image_size: int, text_len: int = 8) -> int:

@@ -134,3 +134,17 @@ def test_a_frozen_dtype_outside_the_list_is_refused(family):
         field = "config.clip.dtype"
     with pytest.raises(ValueError, match=field):
         lookup(config.stage).check_config(config)
+
+
+def test_with_the_embedding_cache_the_encoder_is_not_loaded(tmp_path):
+    """Cached T5 embeddings: no encoder is built, so no T5 weights reach any device
+    (the named checkpoint does not even exist here; loading it would fail)."""
+    from configs import imagen
+    from imagen_jax.stage_registry import lookup
+
+    config = imagen.get_config("tiny,base64")
+    config.text.checkpoint = str(tmp_path / "no-such-t5")
+    config.data.embedding_cache = str(tmp_path / "cache")
+    spec = lookup(config.stage)
+    assert spec.conditioner(config, str(tmp_path), lambda: []) is None
+    assert spec.weightless_conditioner(config) is None

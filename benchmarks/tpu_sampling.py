@@ -1,0 +1,242 @@
+r"""Sampling at paper size on one TPU chip, proven by the TPU compiler (no chip attached).
+
+    python benchmarks/tpu_sampling.py                     # every stage, v5e and v4
+    python benchmarks/tpu_sampling.py --chips=v5e --stages=base64,sr256,sr1024
+
+For each paper stage — Imagen's base64, sr256 and sr1024 (fully convolutional on the
+whole 256 -> 1024 image), unCLIP's prior, decoder64, upsample256 and upsample1024 —
+one guided sampling step (the stage's own sampler with classifier-free guidance, run
+for one step: the U-Net on 2B examples, the guidance and thresholding) is compiled
+for one chip of a TPU generation. The largest batch that fits the chip's HBM is
+found from two compiles (peak bytes are affine in the batch) and checked by a third;
+at that batch the roofline bound per step (FLOPs / bf16 peak, HBM bytes / bandwidth)
+times the paper's step count gives a **bound** on the time per image, per stage and
+for the whole cascade. Bounds, never measurements. Rows land in
+docs/tpu_sampling.json as they finish; a second run skips rows it has.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+
+if __name__ == "__main__":
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+IMAGEN = ("base64", "sr256", "sr1024")
+UNCLIP = ("prior", "decoder64", "upsample256", "upsample1024")
+CASCADES = {"imagen": IMAGEN, "unclip": UNCLIP}
+TOPOLOGY = {"v5e": "v5e:2x2", "v4": "v4:2x2x1", "v5p": "v5p:2x2x1"}  # one chip of it is used
+OUT = "docs/tpu_sampling.md"
+GIB = 1 << 30
+MAX_BATCH = 1024  # a sampling batch beyond this is not what the table is for
+
+
+VARIANT = "paper"  # --variant=tiny checks the script quickly
+
+
+def sampling_config(stage: str):
+    from configs import imagen, unclip
+    config = (imagen if stage in IMAGEN else unclip).get_config(f"{VARIANT},{stage}")
+    config.diffusion.train_crop = 0  # sampling runs on the whole image
+    if stage in IMAGEN and VARIANT == "paper":
+        config.text.checkpoint = "t5-v1_1-xxl"  # the architecture, nothing is loaded
+    if stage in ("prior", "decoder64"):
+        config.clip.workdir = "unused"
+    return config
+
+
+def _program(stage: str, config, device, batch: int):
+    """(jitted one-step sampler, its abstract args) for `batch` images on `device`."""
+    import jax
+    import jax.numpy as jnp
+
+    from imagen_jax.config_sections import sampler_settings
+    from imagen_jax.parallel.sharding import unbox_logical
+    from imagen_jax.stage_registry import build_stage, lookup
+    from imagen_jax.train.aot import abstract_batch
+
+    one = jax.sharding.SingleDeviceSharding(device)
+    place = lambda tree: jax.tree.map(  # noqa: E731
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=one), tree)
+    stage_obj = build_stage(config)
+    params = unbox_logical(jax.eval_shape(
+        lambda: stage_obj.init(jax.random.PRNGKey(0), config.text.max_length)))["params"]
+    config = config.copy_and_resolve_references()
+    config.train.batch_size = batch
+    conditioner = lookup(config.stage).weightless_conditioner(config)
+    raw = abstract_batch(config, stage_obj, conditioner)
+    prepared = raw
+    if conditioner is not None:
+        frozen = unbox_logical(conditioner.abstract_params())
+        prepared = jax.eval_shape(conditioner.prepare, frozen, raw)
+    prepared = {k: v for k, v in prepared.items() if k not in ("text_ids",)}
+    key = jax.eval_shape(lambda: jax.random.PRNGKey(0))
+    sample = config.sample.copy_and_resolve_references()
+    sample.steps = 1
+    if stage == "prior":
+        settings = dataclasses.replace(sampler_settings(sample), steps=1)
+        fn = lambda p, b, k: stage_obj.sample(  # noqa: E731
+            p, b["text"], b["text_mask"], b["text_embed"], k, settings=settings,
+            guidance=sample.guidance, best_of=sample.get("best_of", 2))
+    else:
+        fn = lambda p, b, k: stage_obj.preview(p, b, k, sample)  # noqa: E731
+    args = (place(params), place(prepared), place(key))
+    return jax.jit(fn), args, jnp
+
+
+def compile_step(stage: str, chip: str, batch: int) -> dict:
+    from imagen_jax.parallel import analysis
+    from imagen_jax.train import aot
+
+    device = aot.topology_devices(TOPOLOGY[chip])[0]
+    config = sampling_config(stage)
+    jitted, args, _ = _program(stage, config, device, batch)
+    start = time.perf_counter()
+    try:
+        compiled = jitted.lower(*args).compile()
+    except Exception as e:  # noqa: BLE001 - the TPU compiler refuses what does not fit
+        if "RESOURCE_EXHAUSTED" not in str(e):
+            raise
+        return dict(batch=batch, compile_s=time.perf_counter() - start, fits=False,
+                    memory={"peak": None}, error=str(e).splitlines()[0][:300])
+    compile_s = time.perf_counter() - start
+    program = aot.StepProgram(compiled, 0.0, compile_s, 1, {}, batch,
+                              analysis.total_bytes(args[0]), 0, 0.0)
+    costs = aot.step_costs(program)
+    spec = aot.CHIPS[chip]
+    bound = aot.roofline(costs, spec, batch, costs["flops"])
+    return dict(batch=batch, compile_s=compile_s, memory=costs["memory"],
+                flops=costs["flops"], hbm_bytes=costs["hbm_bytes"], fits=bound["fits"],
+                bound_s=bound["bound_s"], bound_by=bound["bound_by"],
+                steps=int(config.sample.steps), params_bytes=program.state_bytes_per_device)
+
+
+def largest_batch(stage: str, chip: str) -> dict:
+    """Compiles at batch 1 and 8, solves peak(b) = a + c b <= HBM for b (at most
+    MAX_BATCH), then compiles at that b to confirm (stepping down 15% at a time while
+    the compiler says it does not fit)."""
+    from imagen_jax.train import aot
+
+    hbm = aot.CHIPS[chip].hbm_bytes
+    small, large = compile_step(stage, chip, 1), compile_step(stage, chip, 8)
+    trials = [small, large]
+    if not small["fits"]:
+        raise RuntimeError(f"{stage} does not fit one {chip} chip even at batch 1")
+    best, guess, per_image, fixed = small, 1, None, None
+    if large["fits"]:
+        best = large
+        per_image = (large["memory"]["peak"] - small["memory"]["peak"]) / 7
+        fixed = small["memory"]["peak"] - per_image
+        guess = min(int((hbm - fixed) // per_image) if per_image > 0 else MAX_BATCH,
+                    MAX_BATCH)
+        b = guess
+        while b > 8 and len(trials) < 6:
+            row = compile_step(stage, chip, b)
+            trials.append(row)
+            if row["fits"]:
+                best = row
+                break
+            b = int(b * 0.85)
+    return dict(best, per_image_bytes=per_image, fixed_bytes=fixed, predicted_max=guess,
+                trials=[dict(batch=t["batch"], peak=t["memory"]["peak"], fits=t["fits"],
+                             compile_s=t["compile_s"]) for t in trials],
+                capped=guess >= MAX_BATCH)
+
+
+def _load(path: str) -> dict:
+    if not os.path.exists(path):
+        return {"rows": []}
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _save(path: str, data: dict) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=1)
+    os.replace(path + ".tmp", path)
+
+
+def write_markdown(data: dict, path: str) -> None:
+    from imagen_jax.train.aot import CHIPS
+
+    rows = {(r["stage"], r["chip"]): r for r in data["rows"] if r.get("status") == "ok"}
+    lines = ["# Paper-size sampling on one TPU chip (benchmarks/tpu_sampling.py)", "",
+             "One guided sampling step per stage compiled by the TPU compiler for one chip; "
+             "the largest batch that fits its HBM; the roofline **bound** per step at that "
+             "batch (the larger of FLOPs / bf16 peak and HBM bytes / bandwidth) and the "
+             "bound on the time per image at the paper's step count. Bounds, not "
+             "measurements: a real step is slower.", "",
+             "| stage | chip | largest batch (HBM) | peak GiB | compile s | bound ms / step "
+             "(by) | steps | bound s / image |", "|" + " --- |" * 8]
+    for (stage, chip), r in sorted(rows.items()):
+        per_image = r["bound_s"] * r["steps"] / r["batch"]
+        cap = " (cap)" if r.get("capped") and r["batch"] >= MAX_BATCH else ""
+        lines.append(f"| {stage} | {chip} | {r['batch']}{cap} ({CHIPS[chip].hbm_bytes / GIB:.0f} "
+                     f"GiB) | {r['memory']['peak'] / GIB:.2f} | {r['compile_s']:.0f} | "
+                     f"{r['bound_s'] * 1e3:.1f} ({r['bound_by']}) | {r['steps']} | "
+                     f"{per_image:.3f} |")
+    lines += ["", "## Whole cascade, per image (bound)", "",
+              "| cascade | chip | stages compiled | bound s / image |", "| --- | --- | --- | --- |"]
+    for name, stages in CASCADES.items():
+        for chip in sorted({c for _, c in rows}):
+            have = [rows[(s, chip)] for s in stages if (s, chip) in rows]
+            if not have:
+                continue
+            total = sum(r["bound_s"] * r["steps"] / r["batch"] for r in have)
+            missing = [s for s in stages if (s, chip) not in rows]
+            lines.append(f"| {name} | {chip} | {len(have)} of {len(stages)}"
+                         f"{' (missing ' + ', '.join(missing) + ')' if missing else ''} | "
+                         f"{total:.2f} |")
+    failed = [r for r in data["rows"] if r.get("status") != "ok"]
+    if failed:
+        lines += ["", "Not compiled: " + "; ".join(f"{r['stage']} on {r['chip']}: "
+                                                  f"{r.get('error', '')}" for r in failed)]
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    os.replace(path + ".tmp", path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--stages", default=",".join(IMAGEN + UNCLIP))
+    parser.add_argument("--chips", default="v5e,v4")
+    parser.add_argument("--out", default=OUT)
+    parser.add_argument("--retry", action="store_true")
+    parser.add_argument("--variant", default="paper", choices=["paper", "tiny"])
+    args = parser.parse_args()
+    global VARIANT
+    VARIANT = args.variant
+    json_path = os.path.splitext(args.out)[0] + ".json"
+    for chip in args.chips.split(","):
+        for stage in args.stages.split(","):
+            data = _load(json_path)
+            old = next((r for r in data["rows"] if r["stage"] == stage and r["chip"] == chip),
+                       None)
+            if old and (old["status"] == "ok" or not args.retry):
+                print(f"[skip] {stage} on {chip}", flush=True)
+                continue
+            print(f"[compile] {stage} on {chip} ...", flush=True)
+            try:
+                row = dict(largest_batch(stage, chip), stage=stage, chip=chip, status="ok")
+            except Exception as e:  # noqa: BLE001 - recorded as the row's result
+                row = dict(stage=stage, chip=chip, status="error", error=str(e)[:400])
+            data = _load(json_path)
+            data["rows"] = [r for r in data["rows"]
+                            if (r["stage"], r["chip"]) != (stage, chip)] + [row]
+            _save(json_path, data)
+            write_markdown(data, args.out)
+            print(f"[{row['status']}] {stage} on {chip}: "
+                  + (f"batch {row['batch']}, {row['bound_s'] * 1e3:.1f} ms/step bound"
+                     if row["status"] == "ok" else row["error"]), flush=True)
+    write_markdown(_load(json_path), args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -124,6 +124,29 @@ def measure(stage: str, topology: str, strategy: str, per_chip_batch: int,
                 libtpu=_libtpu_version(), jax=jax.__version__, status="ok")
 
 
+def recount(json_path: str) -> None:
+    """Model FLOPs and the roofline of every measured row again, from the row's stored
+    compiler numbers and a fresh jaxpr count (rows measured before loops were counted)."""
+    from imagen_jax.train import aot
+
+    data = _load(json_path)
+    for row in data["rows"]:
+        if row.get("status") != "ok":
+            continue
+        config = paper_config(row["stage"], row["chips"], row["strategy"],
+                              row["per_chip_batch"])
+        apply_overrides(config, row.get("overrides", ""))
+        if row["stage"] == "t5":
+            continue  # its forward has no loop: the count stands
+        row["model_flops"] = aot.step_model_flops(config)
+        row.update(aot.roofline(row, aot.CHIPS[aot.generation(row["topology"])],
+                                row["global_batch"], row["model_flops"] / row["chips"]))
+        print(f"[recount] {row['key']}: {row['model_flops']:.3e} model FLOPs", flush=True)
+    os.replace(json_path, json_path + ".bak")
+    with open(json_path, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=1)
+
+
 def _libtpu_version() -> str:
     try:
         from importlib.metadata import version
@@ -181,6 +204,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default=OUT)
     parser.add_argument("--retry", action="store_true", help="re-measure failed rows")
     parser.add_argument("--report_only", action="store_true")
+    parser.add_argument("--recount", action="store_true",
+                        help="recount every row's model FLOPs (jaxpr, no compile) and bound")
     parser.add_argument("--set", default="", help="config overrides for every row, e.g. "
                         "'model.scan_blocks=True;model.remat=False' (part of the row's key)")
     parser.add_argument("--one", default="", help=argparse.SUPPRESS)
@@ -192,7 +217,9 @@ def main(argv: list[str] | None = None) -> None:
                                      overrides[0] if overrides else ""))
         return
     from benchmarks.tpu_compile_report import write_markdown
-    if not args.report_only:
+    if args.recount:
+        recount(json_path)
+    elif not args.report_only:
         for stage in args.stages.split(","):
             for topology in args.topologies.split(","):
                 for strategy in args.strategies.split(","):

@@ -253,4 +253,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    from imagen_jax.xla_flags import add_default_xla_flags
+    add_default_xla_flags()  # before JAX starts its backend
     main()

@@ -1,4 +1,6 @@
-"""The scoring and DrawBench commands on a (barely) trained tiny cascade."""
+"""The scoring and DrawBench commands on an untrained tiny cascade's checkpoints (what
+they read is a workdir's config and latest checkpoint; training them first would
+only add the compile of two train steps)."""
 
 import json
 import os
@@ -11,7 +13,7 @@ import pytest
 from configs import imagen
 from imagen_jax.evaluate import drawbench
 from imagen_jax.train.run_config import save_config
-from imagen_jax.train.trainer import train
+from imagen_jax.train.trainer import initial_state, setup
 from tests.xla_env import process_xla_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -19,7 +21,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 @pytest.fixture(scope="module")
 def cascade_dirs(tmp_path_factory):
-    """A tiny base (16 px) and SR (16 -> 64) stage, one train step each."""
+    """A tiny base (16 px) and SR (16 -> 64) stage as the trainer leaves a workdir:
+    config.json, the offline vocabulary and a checkpoint (of the initial state)."""
     root = tmp_path_factory.mktemp("cascade")
     workdirs = []
     for stage in ("base64", "sr1024"):
@@ -33,7 +36,10 @@ def cascade_dirs(tmp_path_factory):
         c.sample.steps = 2
         workdir = str(root / stage)
         save_config(c, workdir)
-        train(c, workdir, devices=jax.devices()[:1])
+        run = setup(c, workdir, devices=jax.devices()[:1])
+        assert run.checkpointer.save(1, initial_state(run), run.iterator, force=True)
+        run.checkpointer.wait()
+        run.checkpointer.close()
         workdirs.append(workdir)
     return workdirs
 

@@ -129,7 +129,7 @@ def recount(json_path: str) -> None:
     compiler numbers and a fresh jaxpr count (rows measured before loops were counted)."""
     from imagen_jax.train import aot
 
-    data = _load(json_path)
+    data = load_rows(json_path)
     for row in data["rows"]:
         if row.get("status") != "ok":
             continue
@@ -142,9 +142,7 @@ def recount(json_path: str) -> None:
         row.update(aot.roofline(row, aot.CHIPS[aot.generation(row["topology"])],
                                 row["global_batch"], row["model_flops"] / row["chips"]))
         print(f"[recount] {row['key']}: {row['model_flops']:.3e} model FLOPs", flush=True)
-    os.replace(json_path, json_path + ".bak")
-    with open(json_path, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1)
+    save_rows(json_path, data)
 
 
 def _libtpu_version() -> str:
@@ -155,20 +153,27 @@ def _libtpu_version() -> str:
         return "?"
 
 
-def _load(path: str) -> dict:
+def load_rows(path: str) -> dict:
+    """A report's JSON ({"rows": [...]}), empty if it does not exist yet."""
     if not os.path.exists(path):
         return {"rows": []}
     with open(path, encoding="utf-8") as f:
         return json.load(f)
 
 
-def _save_row(path: str, row: dict) -> None:
-    data = _load(path)
-    data["rows"] = [r for r in data["rows"] if r["key"] != row["key"]] + [row]
+def save_rows(path: str, data: dict) -> None:
+    """Writes the JSON through a temporary file and a rename: an interrupted write
+    leaves the previous rows."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path + ".tmp", "w", encoding="utf-8") as f:
         json.dump(data, f, indent=1)
     os.replace(path + ".tmp", path)
+
+
+def _save_row(path: str, row: dict) -> None:
+    data = load_rows(path)
+    data["rows"] = [r for r in data["rows"] if r["key"] != row["key"]] + [row]
+    save_rows(path, data)
 
 
 def run_child(args: argparse.Namespace, stage: str, topology: str, strategy: str,
@@ -185,7 +190,7 @@ def run_child(args: argparse.Namespace, stage: str, topology: str, strategy: str
     except subprocess.TimeoutExpired:
         status, tail = "timeout", [f"no result after {args.timeout_s} s"]
     if status == "ok":
-        return next(r for r in _load(json_path)["rows"] if r["key"] == key)
+        return next(r for r in load_rows(json_path)["rows"] if r["key"] == key)
     row = dict(key=key, stage=stage, topology=topology, strategy=strategy,
                per_chip_batch=args.per_chip_batch, status=status,
                wall_s=time.perf_counter() - start, error=" | ".join(tail)[-600:])
@@ -224,7 +229,7 @@ def main(argv: list[str] | None = None) -> None:
             for topology in args.topologies.split(","):
                 for strategy in args.strategies.split(","):
                     key = row_key(stage, topology, strategy, args.per_chip_batch, args.set)
-                    old = {r["key"]: r for r in _load(json_path)["rows"]}.get(key)
+                    old = {r["key"]: r for r in load_rows(json_path)["rows"]}.get(key)
                     if old and (old["status"] == "ok" or not args.retry):
                         print(f"[skip] {key}: {old['status']} already", flush=True)
                         continue
@@ -233,8 +238,8 @@ def main(argv: list[str] | None = None) -> None:
                     print(f"[{row['status']}] {key}: " + (
                         f"{row['compile_s']:.0f} s, peak {row['memory']['peak'] / GIB:.2f} GiB"
                         if row["status"] == "ok" else row.get("error", "")), flush=True)
-                    write_markdown(_load(json_path), args.out)
-    write_markdown(_load(json_path), args.out)
+                    write_markdown(load_rows(json_path), args.out)
+    write_markdown(load_rows(json_path), args.out)
     print(f"wrote {args.out}")
 
 

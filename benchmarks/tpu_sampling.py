@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -27,6 +26,8 @@ import time
 if __name__ == "__main__":
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.tpu_compile import load_rows, save_rows  # noqa: E402
 
 IMAGEN = ("base64", "sr256", "sr1024")
 UNCLIP = ("prior", "decoder64", "upsample256", "upsample1024")
@@ -156,20 +157,6 @@ def largest_batch(stage: str, chip: str) -> dict:
                 capped=guess >= MAX_BATCH)
 
 
-def _load(path: str) -> dict:
-    if not os.path.exists(path):
-        return {"rows": []}
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
-def _save(path: str, data: dict) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1)
-    os.replace(path + ".tmp", path)
-
-
 def write_markdown(data: dict, path: str) -> None:
     from imagen_jax.train.aot import CHIPS
 
@@ -230,7 +217,7 @@ def main() -> None:
     json_path = os.path.splitext(args.out)[0] + ".json"
     for chip in args.chips.split(","):
         for stage in args.stages.split(","):
-            data = _load(json_path)
+            data = load_rows(json_path)
             old = next((r for r in data["rows"] if r["stage"] == stage and r["chip"] == chip),
                        None)
             if old and (old["status"] == "ok" or not args.retry):
@@ -241,15 +228,15 @@ def main() -> None:
                 row = dict(largest_batch(stage, chip), stage=stage, chip=chip, status="ok")
             except Exception as e:  # noqa: BLE001 - recorded as the row's result
                 row = dict(stage=stage, chip=chip, status="error", error=str(e)[:400])
-            data = _load(json_path)
+            data = load_rows(json_path)
             data["rows"] = [r for r in data["rows"]
                             if (r["stage"], r["chip"]) != (stage, chip)] + [row]
-            _save(json_path, data)
+            save_rows(json_path, data)
             write_markdown(data, args.out)
             print(f"[{row['status']}] {stage} on {chip}: "
                   + (f"batch {row['batch']}, {row['bound_s'] * 1e3:.1f} ms/step bound"
                      if row["status"] == "ok" else row["error"]), flush=True)
-    write_markdown(_load(json_path), args.out)
+    write_markdown(load_rows(json_path), args.out)
 
 
 if __name__ == "__main__":

@@ -72,14 +72,17 @@ def apply_overrides(config, overrides: str) -> None:
 
 def paper_config(stage: str, topology_chips: int, strategy: str, per_chip_batch: int):
     """configs/{imagen,unclip}.py:paper,STAGE on this mesh, at per_chip_batch x the
-    data-parallel ways as the global batch."""
+    data-parallel ways as the global batch. A stage named 'tiny-STAGE' takes the tiny
+    variant instead (the scaling check: the same mechanism, compiled in a minute)."""
     from configs import imagen, unclip
+    variant = "tiny" if stage.startswith("tiny-") else "paper"
+    stage = stage.removeprefix("tiny-")
     config = (imagen if stage in IMAGEN or stage == "t5" else unclip).get_config(
-        f"paper,{'base64' if stage == 't5' else stage}")
+        f"{variant},{'base64' if stage == 't5' else stage}")
     sizes = {"data": 1, "fsdp": 1, "tensor": 1, **mesh_for(strategy, topology_chips)}
     config.mesh = sizes
     config.train.batch_size = per_chip_batch * sizes["data"] * sizes["fsdp"]
-    if stage in IMAGEN or stage == "t5":
+    if (stage in IMAGEN or stage == "t5") and variant == "paper":
         config.text.checkpoint = "t5-v1_1-xxl"  # a name: the architecture is compiled, not loaded
     if "clip" in config and stage in ("prior", "decoder64"):
         config.clip.workdir = "unused"  # ditto for the frozen CLIP
@@ -97,7 +100,7 @@ def measure(stage: str, topology: str, strategy: str, per_chip_batch: int,
     devices = aot.topology_devices(topology)
     config = paper_config(stage, len(devices), strategy, per_chip_batch)
     apply_overrides(config, overrides)
-    if stage == "t5":
+    if stage.removeprefix("tiny-") == "t5":
         program = aot.compile_frozen_encoder(config, devices)
     else:
         program = aot.compile_train_step(config, devices)

@@ -124,10 +124,21 @@ def compile_step(stage: str, chip: str, batch: int) -> dict:
 VERIFY = False  # --verify: also compile at the predicted largest batch
 
 
+def predict_largest(peak_1: int, peak_8: int | None, hbm: int) -> tuple:
+    """(bytes per image, fixed bytes, largest batch <= MAX_BATCH) from the peaks at
+    batch 1 and 8 (peak(b) = fixed + per_image * b); (None, None, 1) without the second."""
+    if peak_8 is None:
+        return None, None, 1
+    per_image = (peak_8 - peak_1) / 7
+    fixed = peak_1 - per_image
+    guess = int((hbm - fixed) // per_image) if per_image > 0 else MAX_BATCH
+    return per_image, fixed, max(1, min(guess, MAX_BATCH))
+
+
 def largest_batch(stage: str, chip: str) -> dict:
     """Compiles at batch 1 and 8, solves peak(b) = a + c b <= HBM for b (at most
-    MAX_BATCH), then compiles at that b to confirm (stepping down 15% at a time while
-    the compiler says it does not fit)."""
+    MAX_BATCH), and with --verify compiles at that b to confirm (stepping down 15% at
+    a time while the compiler says it does not fit)."""
     from imagen_jax.train import aot
 
     hbm = aot.CHIPS[chip].hbm_bytes
@@ -135,26 +146,35 @@ def largest_batch(stage: str, chip: str) -> dict:
     trials = [small, large]
     if not small["fits"]:
         raise RuntimeError(f"{stage} does not fit one {chip} chip even at batch 1")
-    best, guess, per_image, fixed = small, 1, None, None
-    if large["fits"]:
-        best = large
-        per_image = (large["memory"]["peak"] - small["memory"]["peak"]) / 7
-        fixed = small["memory"]["peak"] - per_image
-        guess = min(int((hbm - fixed) // per_image) if per_image > 0 else MAX_BATCH,
-                    MAX_BATCH)
-        b = guess
-        while VERIFY and b > 8 and len(trials) < 6:
-            row = compile_step(stage, chip, b)
-            trials.append(row)
-            if row["fits"]:
-                best = row
-                break
-            b = int(b * 0.85)
+    per_image, fixed, guess = predict_largest(small["memory"]["peak"],
+                                              large["memory"]["peak"], hbm)
+    best = large if large["fits"] else small
+    b = guess
+    while VERIFY and b > 8 and len(trials) < 6:
+        row = compile_step(stage, chip, b)
+        trials.append(row)
+        if row["fits"]:
+            best = row
+            break
+        b = int(b * 0.85)
     return dict(best, per_image_bytes=per_image, fixed_bytes=fixed, predicted_max=guess,
                 verified=best["batch"] == guess,
                 trials=[dict(batch=t["batch"], peak=t["memory"]["peak"], fits=t["fits"],
                              compile_s=t["compile_s"]) for t in trials],
                 capped=guess >= MAX_BATCH)
+
+
+def repredict(data: dict) -> None:
+    """Largest batches of stored rows again from their two trials (no compile)."""
+    from imagen_jax.train.aot import CHIPS
+
+    for row in data["rows"]:
+        if row.get("status") == "ok" and len(row.get("trials", [])) >= 2:
+            first, second = row["trials"][:2]
+            row["per_image_bytes"], row["fixed_bytes"], row["predicted_max"] = predict_largest(
+                first["peak"], second["peak"], CHIPS[row["chip"]].hbm_bytes)
+            row["verified"] = row["batch"] == row["predicted_max"]
+            row["capped"] = row["predicted_max"] >= MAX_BATCH
 
 
 def write_markdown(data: dict, path: str) -> None:
@@ -209,12 +229,20 @@ def main() -> None:
     parser.add_argument("--out", default=OUT)
     parser.add_argument("--retry", action="store_true")
     parser.add_argument("--variant", default="paper", choices=["paper", "tiny"])
+    parser.add_argument("--report_only", action="store_true",
+                        help="rebuild the markdown (and the predictions) from the JSON")
     parser.add_argument("--verify", action="store_true",
                         help="compile at the predicted largest batch too (a third compile)")
     args = parser.parse_args()
     global VARIANT, VERIFY
     VARIANT, VERIFY = args.variant, args.verify
     json_path = os.path.splitext(args.out)[0] + ".json"
+    if args.report_only:
+        data = load_rows(json_path)
+        repredict(data)
+        save_rows(json_path, data)
+        write_markdown(data, args.out)
+        return
     for chip in args.chips.split(","):
         for stage in args.stages.split(","):
             data = load_rows(json_path)

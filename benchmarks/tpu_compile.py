@@ -190,6 +190,8 @@ def run_child(args: argparse.Namespace, stage: str, topology: str, strategy: str
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout_s)
         status = "ok" if done.returncode == 0 else "error"
         tail = (done.stderr or "").strip().splitlines()[-3:]
+        if done.returncode < 0:  # e.g. SIGKILL from the kernel's OOM killer
+            tail.append(f"killed by signal {-done.returncode} (9: host out of memory?)")
     except subprocess.TimeoutExpired:
         status, tail = "timeout", [f"no result after {args.timeout_s} s"]
     if status == "ok":

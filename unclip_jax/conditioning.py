@@ -118,3 +118,17 @@ def load_frozen_clip(clip: Any, max_length: int) -> FrozenCLIP:
     tokenizer = Tokenizer(os.path.join(clip.workdir, "spiece.model"), max_length)
     params = jax.tree.map(lambda x: x.astype(dtype), params)
     return FrozenCLIP(dataclasses.replace(stage.clip, dtype=dtype.name), params, tokenizer)
+
+
+def weightless_clip(config: Any) -> FrozenCLIP:
+    """The frozen CLIP of the config's variant (configs/unclip.py's clip stage: ViT-H/16
+    for 'paper'), without weights, in config.clip.dtype: for compiling the prior's and
+    the decoder's steps from shapes (imagen_jax/train/aot.py)."""
+    import types
+
+    from configs import unclip
+    run = unclip.get_config(f"{config.get('variant', 'paper')},clip")
+    clip = dataclasses.replace(dataclass_from_section(CLIPConfig, run.model),
+                               dtype=config.clip.get("dtype", "float32"))
+    return FrozenCLIP(clip, None, types.SimpleNamespace(vocab_size=clip.vocab_size,
+                                                        max_length=config.text.max_length))

@@ -37,6 +37,7 @@ from imagen_jax.stage_registry import StageSpec, register
 from imagen_jax.stages import (BaseStage, SamplingInputs, SuperResolutionStage, apply_model,
                                check_batch, downsample)
 from unclip_jax.clip import CLIP, CLIPConfig, contrastive_loss, normalize
+from unclip_jax.conditioning import weightless_clip
 from unclip_jax.decoder import Decoder, DecoderConfig
 from unclip_jax.degrade import DEGRADATIONS, degrade
 from unclip_jax.prior import DiffusionPrior, PriorConfig
@@ -336,20 +337,6 @@ def frozen_clip_conditioner(config: Any, workdir: str, captions) -> Any:
         raise ValueError(f"config.clip.embed_dim {config.clip.embed_dim} != the CLIP "
                          f"checkpoint's {frozen.config.embed_dim}")
     return frozen
-
-
-def weightless_clip(config: Any) -> Any:
-    """The frozen CLIP of the config's variant (configs/unclip.py's clip stage: ViT-H/16
-    for 'paper'), without weights, in config.clip.dtype."""
-    import types
-    from configs import unclip
-    from unclip_jax.clip import CLIPConfig
-    from unclip_jax.conditioning import FrozenCLIP
-    run = unclip.get_config(f"{config.get('variant', 'paper')},clip")
-    clip = dataclasses.replace(dataclass_from_section(CLIPConfig, run.model),
-                               dtype=config.clip.get("dtype", "float32"))
-    return FrozenCLIP(clip, None, types.SimpleNamespace(vocab_size=clip.vocab_size,
-                                                        max_length=config.text.max_length))
 
 
 # -- config checks: widths that must agree between a stage and the CLIP it reads ------

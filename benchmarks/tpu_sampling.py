@@ -55,7 +55,6 @@ def sampling_config(stage: str):
 def _program(stage: str, config, device, batch: int):
     """(jitted one-step sampler, its abstract args) for `batch` images on `device`."""
     import jax
-    import jax.numpy as jnp
 
     from imagen_jax.config_sections import sampler_settings
     from imagen_jax.parallel.sharding import unbox_logical
@@ -88,7 +87,7 @@ def _program(stage: str, config, device, batch: int):
     else:
         fn = lambda p, b, k: stage_obj.preview(p, b, k, sample)  # noqa: E731
     args = (place(params), place(prepared), place(key))
-    return jax.jit(fn), args, jnp
+    return jax.jit(fn), args
 
 
 def compile_step(stage: str, chip: str, batch: int) -> dict:
@@ -97,7 +96,7 @@ def compile_step(stage: str, chip: str, batch: int) -> dict:
 
     device = aot.topology_devices(TOPOLOGY[chip])[0]
     config = sampling_config(stage)
-    jitted, args, _ = _program(stage, config, device, batch)
+    jitted, args = _program(stage, config, device, batch)
     start = time.perf_counter()
     try:
         compiled = jitted.lower(*args).compile()

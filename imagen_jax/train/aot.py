@@ -172,15 +172,21 @@ def _with_shardings(abstract: Any, shardings: Any) -> Any:
     return jax.tree.map(lambda a, s: _sds(a.shape, a.dtype, s), abstract, shardings)
 
 
+def _abstract_frozen(conditioner: Any) -> Any:
+    """The frozen weights as ShapeDtypeStructs in the encoder's dtype (None: none)."""
+    if conditioner is None or conditioner.abstract_params() is None:
+        return None
+    dtype = jnp.dtype(getattr(conditioner.config, "dtype", jnp.float32))
+    return jax.tree.map(lambda x: _sds(x.shape, dtype),
+                        unbox_logical(conditioner.abstract_params()))
+
+
 def _frozen_inputs(conditioner: Any, mesh: Any, rules: Any) -> tuple[Any, Any]:
     """(the frozen weights as ShapeDtypeStructs in their dtype, their shardings)."""
     shardings = frozen_shardings(conditioner, mesh, rules)
     if shardings is None:
         return None, None
-    dtype = jnp.dtype(getattr(conditioner.config, "dtype", jnp.float32))
-    frozen = jax.tree.map(lambda x: _sds(x.shape, dtype),
-                          unbox_logical(conditioner.abstract_params()))
-    return frozen, shardings
+    return _abstract_frozen(conditioner), shardings
 
 
 def _compile(jitted: Any, args: tuple) -> tuple[Any, float, float]:
@@ -235,13 +241,8 @@ def step_model_flops(config: Any) -> float:
     conditioner = lookup(config.stage).weightless_conditioner(config)
     params = unbox_logical(jax.eval_shape(
         lambda: stage.init(jax.random.PRNGKey(0), config.text.max_length)))["params"]
-    frozen = None
-    if conditioner is not None and conditioner.abstract_params() is not None:
-        dtype = jnp.dtype(getattr(conditioner.config, "dtype", jnp.float32))
-        frozen = jax.tree.map(lambda x: _sds(x.shape, dtype),
-                              unbox_logical(conditioner.abstract_params()))
     return _model_flops(stage, conditioner, params, abstract_batch(config, stage, conditioner),
-                        frozen)
+                        _abstract_frozen(conditioner))
 
 
 def compile_frozen_encoder(config: Any, devices: list, *,

@@ -26,8 +26,10 @@ Strategies: data, fsdp, tensor, data_fsdp (data 2 x fsdp N/2), fsdp_tensor
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -41,6 +43,9 @@ UNCLIP = ("clip", "prior", "decoder64", "upsample256", "upsample1024")
 STAGES = ("t5",) + IMAGEN + UNCLIP
 STRATEGIES = ("data", "fsdp", "tensor", "data_fsdp", "fsdp_tensor")
 OUT = "docs/tpu_compile.md"
+# Each row's compiled HLO (gzip), so collectives can be recounted without a compile
+# (`--recount`); outputs/ is not committed: tens of MB per paper-size row.
+HLO_DIR = "outputs/tpu_hlo"
 GIB = 1 << 30
 
 
@@ -105,6 +110,8 @@ def measure(stage: str, topology: str, strategy: str, per_chip_batch: int,
     else:
         program = aot.compile_train_step(config, devices)
     costs = aot.step_costs(program)
+    _save_hlo(row_key(stage, topology, strategy, per_chip_batch, overrides),
+              program.compiled.as_text())
     chip = aot.CHIPS[aot.generation(topology)]
     bound = aot.roofline(costs, chip, program.global_batch,
                          program.model_flops / program.num_devices)
@@ -127,21 +134,39 @@ def measure(stage: str, topology: str, strategy: str, per_chip_batch: int,
                 libtpu=_libtpu_version(), jax=jax.__version__, status="ok")
 
 
+def _hlo_path(key: str) -> str:
+    return os.path.join(HLO_DIR, re.sub(r"[^A-Za-z0-9._-]", "_", key) + ".hlo.gz")
+
+
+def _save_hlo(key: str, hlo_text: str) -> None:
+    os.makedirs(HLO_DIR, exist_ok=True)
+    with gzip.open(_hlo_path(key) + ".tmp", "wt", encoding="utf-8") as f:
+        f.write(hlo_text)
+    os.replace(_hlo_path(key) + ".tmp", _hlo_path(key))
+
+
 def recount(json_path: str) -> None:
     """Model FLOPs and the roofline of every measured row again, from the row's stored
-    compiler numbers and a fresh jaxpr count (rows measured before loops were counted)."""
+    compiler numbers and a fresh jaxpr count (rows measured before loops were counted),
+    and its collectives from the row's saved HLO where there is one (HLO_DIR)."""
+    from imagen_jax.parallel import analysis
     from imagen_jax.train import aot
 
     data = load_rows(json_path)
     for row in data["rows"]:
         if row.get("status") != "ok":
             continue
+        if os.path.exists(_hlo_path(row["key"])):
+            with gzip.open(_hlo_path(row["key"]), "rt", encoding="utf-8") as f:
+                stats = analysis.collective_bytes(f.read(), row["chips"])
+            row["collectives"] = {kind: dict(count=st.count, sent_bytes=st.sent_bytes)
+                                  for kind, st in stats.items() if st.count}
+            row["collective_sent_bytes"] = sum(st.sent_bytes for st in stats.values())
         config = paper_config(row["stage"], row["chips"], row["strategy"],
                               row["per_chip_batch"])
         apply_overrides(config, row.get("overrides", ""))
-        if row["stage"] == "t5":
-            continue  # its forward has no loop: the count stands
-        row["model_flops"] = aot.step_model_flops(config)
+        if row["stage"] != "t5":  # its forward has no loop: the count stands
+            row["model_flops"] = aot.step_model_flops(config)
         row.update(aot.roofline(row, aot.CHIPS[aot.generation(row["topology"])],
                                 row["global_batch"], row["model_flops"] / row["chips"]))
         print(f"[recount] {row['key']}: {row['model_flops']:.3e} model FLOPs", flush=True)
@@ -184,7 +209,7 @@ def run_child(args: argparse.Namespace, stage: str, topology: str, strategy: str
     """Measures one row in a child process (its compile's memory is returned to the
     OS after), with a wall-clock limit; a failure or a timeout is a row too."""
     key = row_key(stage, topology, strategy, args.per_chip_batch, args.set)
-    cmd = [sys.executable, os.path.abspath(__file__), f"--one={key}"]
+    cmd = [sys.executable, os.path.abspath(__file__), f"--one={key}", f"--out={args.out}"]
     start = time.perf_counter()
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout_s)

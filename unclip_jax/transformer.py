@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from imagen_jax.nn.partitioning import Dense, DenseGeneral, layer_norm
+from imagen_jax.parallel.activations import shard_residual
 
 ACTIVATIONS = ("quick_gelu", "gelu")
 LN_EPS = 1e-5  # CLIP's LayerNorm epsilon
@@ -105,8 +106,10 @@ class Transformer(nn.Module):
         if x.shape[-1] != self.config.width:
             raise ValueError(f"transformer input width {x.shape[-1]} != config width "
                              f"{self.config.width}")
+        # The residual stream stays split by batch between blocks (activations.py).
+        x = shard_residual(x)
         for i in range(self.config.layers):
-            x = Block(self.config, name=f"layers_{i}")(x, mask, deterministic)
+            x = shard_residual(Block(self.config, name=f"layers_{i}")(x, mask, deterministic))
         return x
 
 

@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from imagen_jax.nn.partitioning import Dense, DenseGeneral, param_with_axes
+from imagen_jax.parallel.activations import shard_residual
 
 # Activation names as Hugging Face's ACT2FN spells them. 'gelu' is the exact (erf)
 # GELU; 'gelu_new' is the tanh approximation T5 v1.1 was trained with.
@@ -311,7 +312,9 @@ class T5Encoder(nn.Module):
         x = nn.Embed(cfg.vocab_size, cfg.d_model, dtype=cfg.dtype, name="token_embedder",
                      embedding_init=param_with_axes(nn.initializers.normal(1.0),
                                                     ("vocab", "embed")))(input_ids)
-        x = dropout(x, deterministic=deterministic)
+        # The residual stream stays split by batch (FSDP all-gathers each weight
+        # rather than all-reducing activations split along 'embed'; activations.py).
+        x = shard_residual(dropout(x, deterministic=deterministic))
         position_bias = RelativePositionBias(
             cfg.relative_attention_num_buckets, cfg.relative_attention_max_distance,
             cfg.num_heads, cfg.d_model ** -0.5, name="relative_position_bias")(length, length)
@@ -319,6 +322,7 @@ class T5Encoder(nn.Module):
         # still attend (to real keys), as in HF, so every position is defined.
         mask = attention_mask.astype(bool)[:, None, None, :]
         for i in range(cfg.num_layers):
-            x = EncoderLayer(cfg, name=f"layers_{i}")(x, position_bias, mask, deterministic)
+            x = shard_residual(
+                EncoderLayer(cfg, name=f"layers_{i}")(x, position_bias, mask, deterministic))
         x = RMSNorm(cfg.layer_norm_epsilon, cfg.dtype, name="final_norm")(x)
         return dropout(x, deterministic=deterministic)

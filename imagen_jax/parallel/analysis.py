@@ -37,6 +37,9 @@ _INSTRUCTION = re.compile(
     r"=\s*(?P<type>\([^()]*\)|[a-z0-9]+\[[0-9,]*\](?:\{[^}]*\})?)\s+"
     r"(?P<op>" + "|".join(COLLECTIVES) + r")(?P<start>-start)?\(")
 _SHAPE = re.compile(r"\b([a-z][a-z0-9]*)\[([0-9,]*)\]")
+# A shape's layout, e.g. `{1,0}` or TPU's tiled `{1,3,0,2:T(8,128)(2,1)S(3)}`, whose
+# parentheses would break the tuple pattern above; dropped before matching.
+_LAYOUT = re.compile(r"(?<=\])\{[^{}]*\}")
 _GROUPS_LIST = re.compile(r"replica_groups=\{(\{[0-9,]*\})")
 _GROUPS_IOTA = re.compile(r"replica_groups=\[(\d+),(\d+)\]<=")
 _PAIRS = re.compile(r"source_target_pairs=\{")
@@ -83,14 +86,20 @@ def collective_bytes(hlo_text: str, num_devices: int) -> dict[str, CollectiveSta
     """Per collective kind: how many, their payload and the bytes each device sends."""
     stats = {kind: CollectiveStats() for kind in COLLECTIVES}
     for line in hlo_text.splitlines():
+        if not any(kind in line for kind in COLLECTIVES):
+            continue
+        line = _LAYOUT.sub("", line)
         match = _INSTRUCTION.search(line)
         if not match:
             continue
         kind = match.group("op")
         size = shape_bytes(match.group("type"))
         if match.group("start") and match.group("type").startswith("("):
-            # async start ops return (operands, results[, scratch]); count the results
+            # async start ops return (operands, results[, u32[] contexts]); count the
+            # results (TPU's collective-permute-start ends in two u32[] contexts)
             shapes = _SHAPE.findall(match.group("type"))
+            while len(shapes) > 2 and shapes[-1][1] == "" and shapes[-1][0] in ("u32", "s32"):
+                shapes.pop()
             size = shape_bytes(" ".join(f"{d}[{s}]" for d, s in shapes[len(shapes) // 2:]))
         n = 2 if kind == "collective-permute" else _group_size(line, num_devices)
         if n <= 1:

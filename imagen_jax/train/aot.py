@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from imagen_jax.parallel import analysis
+from imagen_jax.parallel.activations import activation_sharding
 from imagen_jax.parallel.flops import count_flops
 from imagen_jax.parallel.mesh import make_mesh
 from imagen_jax.parallel.rules import rules_from_config
@@ -256,7 +257,11 @@ def compile_frozen_encoder(config: Any, devices: list, *,
     length, b = config.text.max_length, config.train.batch_size
     batch = {"text_ids": _sds((b, length), jnp.int32), "text_mask": _sds((b, length), jnp.bool_)}
     batch_sh = shard_batch_tree(batch, mesh, rules)
-    forward = jax.jit(conditioner.prepare, in_shardings=(frozen_sh, batch_sh),
+    def encode(frozen_params: Any, captions: dict) -> dict:
+        with activation_sharding(mesh, rules):  # as inside the train step
+            return conditioner.prepare(frozen_params, captions)
+
+    forward = jax.jit(encode, in_shardings=(frozen_sh, batch_sh),
                       compiler_options=compiler_options)
     compiled, lower_s, compile_s = _compile(
         forward, (_with_shardings(frozen, frozen_sh), _with_shardings(batch, batch_sh)))

@@ -94,5 +94,5 @@ def jit_train_step(stage: Stage, optimizer: optax.GradientTransformation, mesh: 
                           grad_accum_steps=grad_accum_steps)
 
     return jit_sharded_step(step, mesh, shardings, shard_batch_tree(example_batch, mesh, rules),
-                            arg_shardings=(frozen_shardings,),
+                            arg_shardings=(frozen_shardings,), rules=rules,
                             compiler_options=compiler_options)

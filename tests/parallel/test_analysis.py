@@ -8,8 +8,6 @@ import os
 import sys
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 import pytest
 
 from imagen_jax.parallel import analysis
@@ -49,6 +47,28 @@ def test_hlo_collectives_are_parsed_with_their_group_sizes():
     assert ag.sent_bytes == pytest.approx(7 / 8 * 8 * 16 * 4)
     assert rs.sent_bytes == pytest.approx(3 * 2 * 16 * 4)
     assert stats["all-to-all"].count == 0
+
+
+def test_tpu_async_collectives_with_tiled_layouts_are_counted():
+    # As libtpu prints them: tuple results whose tiled layouts hold parentheses, and
+    # collective-permute-start's (operand, result, u32[] context, u32[] context).
+    hlo = "\n".join([
+        "  %collective-permute-start.192 = (bf16[1,512,64,64]{1,3,0,2:T(8,128)(2,1)S(3)}, "
+        "bf16[1,512,64,64]{1,3,0,2:T(8,128)(2,1)S(3)}, u32[]{:S(2)}, u32[]{:S(2)}) "
+        "collective-permute-start(%get-tuple-element.10809), channel_id=8, "
+        "source_target_pairs={{0,7},{1,0},{2,1},{3,2},{4,3},{5,4},{6,5},{7,6}}",
+        "  %collective-permute-done.192 = bf16[1,512,64,64]{1,3,0,2:T(8,128)(2,1)S(3)} "
+        "collective-permute-done(%collective-permute-start.192)",
+        "  %all-gather-start.1 = (bf16[512,64]{1,0:T(8,128)(2,1)}, "
+        "bf16[4096,64]{1,0:T(8,128)(2,1)}) all-gather-start(%p), channel_id=9, "
+        "replica_groups=[1,8]<=[8], dimensions={0}",
+    ])
+    stats = analysis.collective_bytes(hlo, num_devices=8)
+    permute, gather = stats["collective-permute"], stats["all-gather"]
+    assert (permute.count, permute.payload_bytes) == (1, 512 * 64 * 64 * 2)
+    assert permute.sent_bytes == 512 * 64 * 64 * 2
+    assert (gather.count, gather.payload_bytes) == (1, 4096 * 64 * 2)
+    assert gather.sent_bytes == pytest.approx(7 / 8 * 4096 * 64 * 2)
 
 
 @pytest.fixture(scope="module")

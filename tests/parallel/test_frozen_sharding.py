@@ -72,6 +72,37 @@ def test_t5_fsdp_stores_an_eighth_per_device_and_encodes_like_one_device(fsdp8):
     np.testing.assert_allclose(np.asarray(sharded), np.asarray(expected), rtol=1e-5, atol=1e-5)
 
 
+def test_the_residual_hint_makes_fsdp_gather_weights_not_all_reduce_activations(fsdp8):
+    # Without it XLA carries T5's activations split along 'embed' (as its embedding
+    # table is) and all-reduces partial sums after every matmul: 21 GiB per chip per
+    # step for T5-XXL on a v4-8 (imagen_jax/parallel/activations.py).
+    from imagen_jax.parallel import analysis
+    from imagen_jax.parallel.activations import activation_sharding, shard_residual
+
+    encoder = TextEncoder.random(T5_SMALL, _tokenizer(), seed=3)
+    params, _ = place_frozen(encoder, fsdp8, DEFAULT_RULES)
+    ids, mask = _ids(8)
+    sh = batch_sharding(fsdp8, 2, DEFAULT_RULES)
+    batch = {"text_ids": jax.device_put(ids, sh), "text_mask": jax.device_put(mask, sh)}
+
+    def hinted(p, b):
+        with activation_sharding(fsdp8, DEFAULT_RULES):
+            return encoder.prepare(p, b)
+
+    def all_reduces(fn) -> int:
+        hlo = jax.jit(fn).lower(params, batch).compile().as_text()
+        return analysis.collective_bytes(hlo, 8)["all-reduce"].count
+
+    assert all_reduces(encoder.prepare) > 0  # the fault the hint exists for
+    assert all_reduces(hinted) == 0
+    got = jax.jit(hinted)(params, batch)["text"]
+    np.testing.assert_allclose(np.asarray(got), np.asarray(encoder.apply(encoder.params, ids,
+                                                                        mask)),
+                               rtol=1e-5, atol=1e-5)
+    x = jnp.ones((8, 4))
+    assert shard_residual(x) is x  # outside the context: the identity
+
+
 def test_clip_fsdp_stores_an_eighth_per_device_and_encodes_like_one_device(fsdp8):
     config = CLIPConfig(embed_dim=64, vision_width=64, vision_heads=8, text_width=64,
                         text_heads=8)

@@ -35,32 +35,51 @@ def _table(rows: list[dict]) -> list[str]:
         m = r["memory"]
         fits = f"yes ({_gib(r['hbm_capacity'])})" if r["fits"] else f"**no** ({_gib(r['hbm_capacity'])})"
         out.append(
-            f"| {r['stage']}{' (scan)' if r.get('scan_blocks') else ''} | {r['topology']} "
+            f"| {r['stage']}{' (scan)' if r.get('scan_blocks') else ''}"
+            f"{' (' + r['overrides'] + ')' if r.get('overrides') else ''} | {r['topology']} "
             f"({r['chips']}) | {_mesh(r['mesh'])} | "
             f"{r['per_chip_batch']} ({r['global_batch']}) | {r['compile_s']:.0f} | "
             f"{_gib(r['state_bytes'])} | {_gib(r['frozen_bytes'])} | {_gib(m['argument'])} | "
             f"{_gib(m['output'])} | {_gib(m['temp'])} | {_gib(m['peak'])} | {fits} | "
             f"{_collectives(r)} | {r['flops'] / 1e12:.2f} | {r['hbm_bytes'] / 1e9:.1f} | "
-            f"{r['bound_s'] * 1e3:.1f} ({r['bound_by']}) | {r['images_per_s_bound']:.0f} | "
+            f"{r['bound_s'] * 1e3:.1f} ({r['bound_by']}{'' if comparable(r) else ', not ranked'}) | "
+            f"{r['images_per_s_bound']:.0f} | "
             f"{r['mfu_at_bound']:.2f} |")
     return out
 
 
+def _bound_by(row: dict) -> str:
+    """What sets the bound; for collectives, which kind sends the most."""
+    if row["bound_by"] != "collectives":
+        return row["bound_by"]
+    kind, c = max(row["collectives"].items(), key=lambda kv: kv[1]["sent_bytes"])
+    return f"collectives: {_SHORT.get(kind, kind)} {c['sent_bytes'] / GIB:.2f} GiB"
+
+
+def comparable(row: dict) -> bool:
+    """Rows whose bounds can be ranked: paper size (a tiny-* row only checks the
+    mechanism) with blocks unrolled (XLA's cost analysis counts a scanned stack's loop
+    body once, so a scanned row's HBM bytes and collectives are undercounted)."""
+    return not row["stage"].startswith("tiny-") and not row.get("scan_blocks")
+
+
 def _best(rows: list[dict]) -> list[str]:
-    out = ["| stage | fastest configuration that fits (bound) | images/s bound | peak GiB / HBM |",
-           "| --- | --- | --- | --- |"]
-    stages = sorted({r["stage"] for r in rows})
+    out = ["| stage | fastest configuration that fits (bound) | images/s bound | bound by | "
+           "peak GiB / HBM |",
+           "| --- | --- | --- | --- | --- |"]
+    stages = sorted({r["stage"] for r in rows if comparable(r)})
     for stage in stages:
-        fitting = [r for r in rows if r["stage"] == stage and r["fits"]]
+        fitting = [r for r in rows if r["stage"] == stage and r["fits"] and comparable(r)]
         if not fitting:
-            out.append(f"| {stage} | none of the compiled rows fits | — | — |")
+            out.append(f"| {stage} | none of the compiled rows fits | — | — | — |")
             continue
         r = max(fitting, key=lambda r: r["images_per_s_bound"])
         out.append(f"| {stage} | {r['topology']}, {_mesh(r['mesh'])}, {r['per_chip_batch']} "
                    f"per chip, remat {'on' if r['remat'] else 'off'}, "
-                   f"{'scanned' if r.get('scan_blocks') else 'unrolled'} blocks, {r['dtype']} | "
-                   f"{r['images_per_s_bound']:.0f} | {_gib(r['memory']['peak'])} / "
-                   f"{_gib(r['hbm_capacity'])} |")
+                   f"{'scanned' if r.get('scan_blocks') else 'unrolled'} blocks, {r['dtype']}"
+                   f"{', ' + r['overrides'] if r.get('overrides') else ''} | "
+                   f"{r['images_per_s_bound']:.0f} | {_bound_by(r)} | "
+                   f"{_gib(r['memory']['peak'])} / {_gib(r['hbm_capacity'])} |")
     return out
 
 
@@ -82,7 +101,11 @@ def write_markdown(data: dict, path: str) -> None:
         "encoder's forward), the TFLOP column the compiled program's (with recomputation).",
         "",
         "Collective bytes are summed over the partitioned HLO's instructions: a collective "
-        "inside a loop (the blocked attention's) is counted once. `state` = params + EMA + "
+        "inside a loop (the blocked attention's, a scanned stack of blocks) is counted once, "
+        "as XLA's cost analysis counts a loop body once: rows with scanned blocks, and "
+        "tiny-* rows (the mechanism at tiny size), are not ranked. TPU collectives appear "
+        "as all-gathers and as collective-permutes (CP: XLA's decomposed, overlapped "
+        "all-gather of a weight). `state` = params + EMA + "
         "optimiser state per chip from the shardings; `frozen` = the frozen T5 / CLIP "
         "weights per chip.",
         "",

@@ -33,7 +33,9 @@ def _table(rows: list[dict]) -> list[str]:
            "|" + " --- |" * 18]
     for r in rows:
         m = r["memory"]
-        fits = f"yes ({_gib(r['hbm_capacity'])})" if r["fits"] else f"**no** ({_gib(r['hbm_capacity'])})"
+        hbm = _gib(r["hbm_capacity"])
+        fits = f"yes ({hbm})" if r["fits"] else f"**no** ({hbm})"
+        ranked = "" if comparable(r) else ", not ranked"
         out.append(
             f"| {r['stage']}{' (scan)' if r.get('scan_blocks') else ''}"
             f"{' (' + r['overrides'] + ')' if r.get('overrides') else ''} | {r['topology']} "
@@ -42,7 +44,7 @@ def _table(rows: list[dict]) -> list[str]:
             f"{_gib(r['state_bytes'])} | {_gib(r['frozen_bytes'])} | {_gib(m['argument'])} | "
             f"{_gib(m['output'])} | {_gib(m['temp'])} | {_gib(m['peak'])} | {fits} | "
             f"{_collectives(r)} | {r['flops'] / 1e12:.2f} | {r['hbm_bytes'] / 1e9:.1f} | "
-            f"{r['bound_s'] * 1e3:.1f} ({r['bound_by']}{'' if comparable(r) else ', not ranked'}) | "
+            f"{r['bound_s'] * 1e3:.1f} ({r['bound_by']}{ranked}) | "
             f"{r['images_per_s_bound']:.0f} | "
             f"{r['mfu_at_bound']:.2f} |")
     return out
@@ -83,6 +85,79 @@ def _best(rows: list[dict]) -> list[str]:
     return out
 
 
+# The paper's training hardware per stage (Imagen §4.1 and App. F: TPU v4, global
+# batch 2048): base64 on 256 chips, each super-resolution stage on 128.
+PAPER_CHIPS = {"base64": 256, "sr256": 128, "sr1024": 128}
+PAPER_BATCH = 2048
+
+
+def extrapolate(row: dict, chips: int) -> dict:
+    """A measured FSDP row carried to `chips` chips at the same per-chip batch: the state
+    and frozen weights per chip scale as 1/N (they follow from the shardings), the
+    temporaries are set by the per-chip batch and stay, and a ring collective's bytes
+    per chip grow from (n-1)/n to (N-1)/N of the gathered size. Compute and HBM time
+    are the row's (the HBM bytes shrink a little with the state: kept as a bound)."""
+    n = row["chips"]
+    sharded = row["state_bytes"] + row["frozen_bytes"]
+    peak = row["memory"]["peak"] - sharded + sharded * n / chips
+    collectives = row["collective_sent_bytes"] * ((chips - 1) / chips) / ((n - 1) / n)
+    chip = CHIPS[generation(row["topology"])]
+    times = dict(row["times"], collectives=collectives / chip.ici_bandwidth)
+    bound_by = max(times, key=times.get)
+    return dict(chips=chips, peak=peak, collective_sent_bytes=collectives, bound_s=times[
+        bound_by], bound_by=bound_by, fits=peak <= chip.hbm_bytes,
+        images_per_s=row["per_chip_batch"] * chips / times[bound_by])
+
+
+def _fsdp_rows(rows: list[dict], stage: str) -> list[dict]:
+    return sorted((r for r in rows if r["stage"] == stage and r["strategy"] == "fsdp"
+                   and not r.get("overrides") and not r.get("scan_blocks")),
+                  key=lambda r: r["chips"])
+
+
+def _scaling_check(rows: list[dict]) -> list[str]:
+    """Where one stage was compiled at several chip counts: the smallest carried to the
+    others by `extrapolate`, against what the compiler said there."""
+    out = []
+    for stage in sorted({r["stage"] for r in rows}):
+        measured = _fsdp_rows(rows, stage)
+        if len(measured) < 2:
+            continue
+        base = measured[0]
+        for r in measured[1:]:
+            e = extrapolate(base, r["chips"])
+            mib = lambda x: f"{x / (1 << 20):.1f}"  # noqa: E731 - tiny rows are MiB-sized
+            out.append(f"| {stage} | {base['chips']} -> {r['chips']} | {mib(e['peak'])} | "
+                       f"{mib(r['memory']['peak'])} | {mib(e['collective_sent_bytes'])} | "
+                       f"{mib(r['collective_sent_bytes'])} |")
+    if not out:
+        return []
+    return ["| stage | chips (from -> to) | peak MiB, extrapolated | peak MiB, compiled | "
+            "collectives MiB, extrapolated | collectives MiB, compiled |",
+            "| --- | --- | --- | --- | --- | --- |"] + out
+
+
+def _paper_hardware(rows: list[dict]) -> list[str]:
+    out = ["| stage | from (compiled) | paper chips | peak GiB / HBM | fits | collectives "
+           "sent GiB | bound ms (by) | images/s bound (global batch) |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for stage, chips in PAPER_CHIPS.items():
+        measured = _fsdp_rows(rows, stage)
+        # the paper's per-chip batch (2048 / chips) where it was compiled, else the largest
+        at_batch = [r for r in measured if r["per_chip_batch"] == PAPER_BATCH // chips]
+        if not measured:
+            out.append(f"| {stage} | not compiled | {chips} | — | — | — | — | — |")
+            continue
+        base = (at_batch or measured)[-1]
+        e = extrapolate(base, chips)
+        out.append(f"| {stage} | {base['topology']} ({base['chips']}), {base['per_chip_batch']}"
+                   f" per chip | {chips} | {_gib(e['peak'])} / {_gib(base['hbm_capacity'])} | "
+                   f"{'yes' if e['fits'] else '**no**'} | {_gib(e['collective_sent_bytes'])} | "
+                   f"{e['bound_s'] * 1e3:.1f} ({e['bound_by']}) | {e['images_per_s']:.0f} "
+                   f"({base['per_chip_batch'] * chips}) |")
+    return out
+
+
 def write_markdown(data: dict, path: str) -> None:
     rows = [r for r in data["rows"] if r.get("status") == "ok"]
     failed = [r for r in data["rows"] if r.get("status") != "ok"]
@@ -113,6 +188,16 @@ def write_markdown(data: dict, path: str) -> None:
     ] + [f"- {CHIPS[g].name}: {CHIPS[g].source}" for g in gens] + [
         "", "Compiled on: " + ("; ".join(env) or "—"), "",
         "## Fastest configuration that fits, per stage", ""] + _best(rows) + [
+        "", "## At the paper's hardware (extrapolated from the compiled rows)", "",
+        "The largest FSDP compile of each Imagen stage at the paper's per-chip batch (2048 / "
+        "chips: 8 for base64, 16 for the SR stages; else the largest compile, at its own "
+        "batch as the global batch column shows) carried to the paper's chip count: "
+        "state and frozen weights per "
+        "chip x n/N, temporaries unchanged, ring collectives x ((N-1)/N) / ((n-1)/n). An "
+        "extrapolation, not a compile; the check below compares it with compiles where a "
+        "stage was compiled at several chip counts.", ""] + _paper_hardware(rows) + [
+        "", "### The extrapolation against the compiler", ""] + (
+        _scaling_check(rows) or ["No stage compiled at two chip counts yet."]) + [
         "", "## Every compiled row", ""] + _table(rows)
     if failed:
         lines += ["", "## Rows that did not compile", "",

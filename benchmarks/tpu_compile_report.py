@@ -58,11 +58,20 @@ def _bound_by(row: dict) -> str:
     return f"collectives: {_SHORT.get(kind, kind)} {c['sent_bytes'] / GIB:.2f} GiB"
 
 
+# Overrides that change the model itself (compile-time probes), not how it is trained.
+ARCHITECTURE_FIELDS = ("model.channels", "model.num_res_blocks", "model.attention",
+                       "model.cond_dim", "model.width", "model.layers")
+
+
 def comparable(row: dict) -> bool:
-    """Rows whose bounds can be ranked: paper size (a tiny-* row only checks the
-    mechanism) with blocks unrolled (XLA's cost analysis counts a scanned stack's loop
-    body once, so a scanned row's HBM bytes and collectives are undercounted)."""
-    return not row["stage"].startswith("tiny-") and not row.get("scan_blocks")
+    """Rows whose bounds can be ranked: the paper's architecture (a tiny-* row only
+    checks the mechanism, an architecture override is a compile-time probe) with blocks
+    unrolled (XLA's cost analysis counts a scanned stack's loop body once, so a scanned
+    row's HBM bytes and collectives are undercounted)."""
+    overridden = {item.partition("=")[0].strip()
+                  for item in row.get("overrides", "").split(";") if item}
+    return (not row["stage"].startswith("tiny-") and not row.get("scan_blocks")
+            and not overridden & set(ARCHITECTURE_FIELDS))
 
 
 def _best(rows: list[dict]) -> list[str]:

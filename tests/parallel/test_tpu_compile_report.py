@@ -34,8 +34,9 @@ def _best_lines(tmp_path, rows: list[dict]) -> list[str]:
 
 
 def test_scanned_tiny_and_unfitting_rows_are_not_ranked(tmp_path):
+    narrow = dict(_row("base64", 990.0), overrides="model.channels=(64, 128)")
     rows = [_row("base64", 200.0), _row("base64", 900.0, scan=True),
-            _row("base64", 950.0, fits=False), _row("tiny-base64", 5000.0)]
+            _row("base64", 950.0, fits=False), _row("tiny-base64", 5000.0), narrow]
     best = _best_lines(tmp_path, rows)
     assert len(best) == 1 and best[0].startswith("| base64 |")
     assert "unrolled blocks" in best[0] and "| 200 |" in best[0]

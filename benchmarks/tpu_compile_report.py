@@ -75,8 +75,8 @@ def comparable(row: dict) -> bool:
 
 
 def _best(rows: list[dict]) -> list[str]:
-    out = ["| stage | fastest configuration that fits (bound) | images/s bound | bound by | "
-           "peak GiB / HBM |",
+    out = ["| stage | fastest configuration that fits (bound) | images/s per chip bound | "
+           "bound by | peak GiB / HBM |",
            "| --- | --- | --- | --- | --- |"]
     stages = sorted({r["stage"] for r in rows if comparable(r)})
     for stage in stages:
@@ -84,12 +84,13 @@ def _best(rows: list[dict]) -> list[str]:
         if not fitting:
             out.append(f"| {stage} | none of the compiled rows fits | — | — | — |")
             continue
-        r = max(fitting, key=lambda r: r["images_per_s_bound"])
+        # per chip: slices of different sizes compare by what each chip contributes
+        r = max(fitting, key=lambda r: r["images_per_s_bound"] / r["chips"])
         out.append(f"| {stage} | {r['topology']}, {_mesh(r['mesh'])}, {r['per_chip_batch']} "
                    f"per chip, remat {'on' if r['remat'] else 'off'}, "
                    f"{'scanned' if r.get('scan_blocks') else 'unrolled'} blocks, {r['dtype']}"
                    f"{', ' + r['overrides'] if r.get('overrides') else ''} | "
-                   f"{r['images_per_s_bound']:.0f} | {_bound_by(r)} | "
+                   f"{r['images_per_s_bound'] / r['chips']:.1f} | {_bound_by(r)} | "
                    f"{_gib(r['memory']['peak'])} / {_gib(r['hbm_capacity'])} |")
     return out
 
@@ -125,15 +126,15 @@ def _fsdp_rows(rows: list[dict], stage: str) -> list[dict]:
 
 
 def _scaling_check(rows: list[dict]) -> list[str]:
-    """Where one stage was compiled at several chip counts: the smallest carried to the
-    others by `extrapolate`, against what the compiler said there."""
+    """Where one stage was compiled at several chip counts: each carried to every larger
+    one by `extrapolate`, against what the compiler said there."""
     out = []
     for stage in sorted({r["stage"] for r in rows}):
         measured = _fsdp_rows(rows, stage)
         if len(measured) < 2:
             continue
-        base = measured[0]
-        for r in measured[1:]:
+        pairs = [(a, b) for i, a in enumerate(measured) for b in measured[i + 1:]]
+        for base, r in pairs:
             e = extrapolate(base, r["chips"])
             mib = lambda x: f"{x / (1 << 20):.1f}"  # noqa: E731 - tiny rows are MiB-sized
             out.append(f"| {stage} | {base['chips']} -> {r['chips']} | {mib(e['peak'])} | "

@@ -27,10 +27,11 @@ def add_common(c: ml_collections.ConfigDict, *, paper: bool) -> ml_collections.C
     # Mesh axes (data, fsdp, tensor); one size may be -1 (= the remaining devices).
     # data-parallel: data=-1. FSDP: fsdp=-1. Tensor-parallel: tensor=N. Only this
     # (and optionally logical_rules) changes between the three.
-    # Paper configs: FSDP over every chip, the layout the TPU compiler proved fits
-    # (docs/tpu_compile.md: the 2B base step at 8 per chip peaks at 10.5 GiB of a v4's
-    # 32; data parallel would keep a full 17 GiB copy of the U-Net's state plus 8.9 GiB
-    # of T5-XXL on every chip).
+    # Paper configs: FSDP over every chip, the layout the TPU compiler proved fits and
+    # ranked fastest per chip (docs/tpu_compile.md: the 2B base step at 8 per chip
+    # peaks at 10.75 GiB of a v4's 32, where data parallel would keep a full 17 GiB copy
+    # of the U-Net's state plus 8.9 GiB of T5-XXL on every chip; for the prior FSDP
+    # beats data, data x fsdp, fsdp x tensor and tensor parallel on 8 chips).
     c.mesh = ml_collections.ConfigDict({"data": 1, "fsdp": -1, "tensor": 1} if paper else
                                        {"data": -1, "fsdp": 1, "tensor": 1})
     c.logical_rules = ()  # () = imagen_jax.parallel's default table

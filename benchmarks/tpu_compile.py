@@ -110,8 +110,9 @@ def measure(stage: str, topology: str, strategy: str, per_chip_batch: int,
     else:
         program = aot.compile_train_step(config, devices)
     costs = aot.step_costs(program)
-    _save_hlo(row_key(stage, topology, strategy, per_chip_batch, overrides),
-              program.compiled.as_text())
+    hlo = program.compiled.as_text()
+    _save_hlo(row_key(stage, topology, strategy, per_chip_batch, overrides), hlo)
+    costs["hlo_lines"] = len(hlo.splitlines())  # the optimised program's size
     chip = aot.CHIPS[aot.generation(topology)]
     bound = aot.roofline(costs, chip, program.global_batch,
                          program.model_flops / program.num_devices)
@@ -158,7 +159,9 @@ def recount(json_path: str) -> None:
             continue
         if os.path.exists(_hlo_path(row["key"])):
             with gzip.open(_hlo_path(row["key"]), "rt", encoding="utf-8") as f:
-                stats = analysis.collective_bytes(f.read(), row["chips"])
+                hlo = f.read()
+            stats = analysis.collective_bytes(hlo, row["chips"])
+            row["hlo_lines"] = len(hlo.splitlines())
             row["collectives"] = {kind: dict(count=st.count, sent_bytes=st.sent_bytes)
                                   for kind, st in stats.items() if st.count}
             row["collective_sent_bytes"] = sum(st.sent_bytes for st in stats.values())

@@ -29,8 +29,8 @@ def _table(rows: list[dict]) -> list[str]:
     out = ["| stage | topology (chips) | mesh | batch / chip (global) | compile s | state "
            "GiB | frozen GiB | argument GiB | output GiB | temp GiB | peak GiB | fits | "
            "collectives sent GiB | TFLOP | HBM GB | bound ms (by) | images/s bound | "
-           "MFU at bound |",
-           "|" + " --- |" * 18]
+           "MFU at bound | HLO lines |",
+           "|" + " --- |" * 19]
     for r in rows:
         m = r["memory"]
         hbm = _gib(r["hbm_capacity"])
@@ -46,7 +46,7 @@ def _table(rows: list[dict]) -> list[str]:
             f"{_collectives(r)} | {r['flops'] / 1e12:.2f} | {r['hbm_bytes'] / 1e9:.1f} | "
             f"{r['bound_s'] * 1e3:.1f} ({r['bound_by']}{ranked}) | "
             f"{r['images_per_s_bound']:.0f} | "
-            f"{r['mfu_at_bound']:.2f} |")
+            f"{r['mfu_at_bound']:.2f} | {r.get('hlo_lines', '—')} |")
     return out
 
 

@@ -133,7 +133,8 @@ def _scaling_check(rows: list[dict]) -> list[str]:
         measured = _fsdp_rows(rows, stage)
         if len(measured) < 2:
             continue
-        pairs = [(a, b) for i, a in enumerate(measured) for b in measured[i + 1:]]
+        pairs = [(a, b) for i, a in enumerate(measured) for b in measured[i + 1:]
+                 if a["chips"] < b["chips"] and a["per_chip_batch"] == b["per_chip_batch"]]
         for base, r in pairs:
             e = extrapolate(base, r["chips"])
             mib = lambda x: f"{x / (1 << 20):.1f}"  # noqa: E731 - tiny rows are MiB-sized

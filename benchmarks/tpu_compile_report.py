@@ -78,11 +78,13 @@ def _best(rows: list[dict]) -> list[str]:
     out = ["| stage | fastest configuration that fits (bound) | images/s per chip bound | "
            "bound by | peak GiB / HBM |",
            "| --- | --- | --- | --- | --- |"]
-    stages = sorted({r["stage"] for r in rows if comparable(r)})
-    for stage in stages:
-        fitting = [r for r in rows if r["stage"] == stage and r["fits"] and comparable(r)]
+    # per stage and TPU generation: a chip of another generation is another machine
+    groups = sorted({(r["stage"], generation(r["topology"])) for r in rows if comparable(r)})
+    for stage, gen in groups:
+        fitting = [r for r in rows if r["stage"] == stage and r["fits"] and comparable(r)
+                   and generation(r["topology"]) == gen]
         if not fitting:
-            out.append(f"| {stage} | none of the compiled rows fits | — | — | — |")
+            out.append(f"| {stage} | none of the compiled {gen} rows fits | — | — | — |")
             continue
         # per chip: slices of different sizes compare by what each chip contributes
         r = max(fitting, key=lambda r: r["images_per_s_bound"] / r["chips"])

@@ -101,6 +101,7 @@ def _best(rows: list[dict]) -> list[str]:
 # batch 2048): base64 on 256 chips, each super-resolution stage on 128.
 PAPER_CHIPS = {"base64": 256, "sr256": 128, "sr1024": 128}
 PAPER_BATCH = 2048
+PAPER_GENERATION = "v4"
 
 
 def extrapolate(row: dict, chips: int) -> dict:
@@ -122,9 +123,11 @@ def extrapolate(row: dict, chips: int) -> dict:
 
 
 def _fsdp_rows(rows: list[dict], stage: str) -> list[dict]:
+    """The stage's ranked FSDP rows, by chip count and then bound (fastest last)."""
     return sorted((r for r in rows if r["stage"] == stage and r["strategy"] == "fsdp"
-                   and not r.get("overrides") and not r.get("scan_blocks")),
-                  key=lambda r: r["chips"])
+                   and comparable(r) and r["fits"]
+                   and generation(r["topology"]) == PAPER_GENERATION),
+                  key=lambda r: (r["chips"], r["images_per_s_bound"]))
 
 
 def _scaling_check(rows: list[dict]) -> list[str]:
@@ -136,7 +139,8 @@ def _scaling_check(rows: list[dict]) -> list[str]:
         if len(measured) < 2:
             continue
         pairs = [(a, b) for i, a in enumerate(measured) for b in measured[i + 1:]
-                 if a["chips"] < b["chips"] and a["per_chip_batch"] == b["per_chip_batch"]]
+                 if a["chips"] < b["chips"] and a["per_chip_batch"] == b["per_chip_batch"]
+                 and a.get("overrides", "") == b.get("overrides", "")]
         for base, r in pairs:
             e = extrapolate(base, r["chips"])
             mib = lambda x: f"{x / (1 << 20):.1f}"  # noqa: E731 - tiny rows are MiB-sized
@@ -163,8 +167,9 @@ def _paper_hardware(rows: list[dict]) -> list[str]:
             continue
         base = (at_batch or measured)[-1]
         e = extrapolate(base, chips)
+        how = f", {base['overrides']}" if base.get("overrides") else ""
         out.append(f"| {stage} | {base['topology']} ({base['chips']}), {base['per_chip_batch']}"
-                   f" per chip | {chips} | {_gib(e['peak'])} / {_gib(base['hbm_capacity'])} | "
+                   f" per chip{how} | {chips} | {_gib(e['peak'])} / {_gib(base['hbm_capacity'])} | "
                    f"{'yes' if e['fits'] else '**no**'} | {_gib(e['collective_sent_bytes'])} | "
                    f"{e['bound_s'] * 1e3:.1f} ({e['bound_by']}) | {e['images_per_s']:.0f} "
                    f"({base['per_chip_batch'] * chips}) |")

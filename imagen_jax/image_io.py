@@ -48,11 +48,43 @@ def save_png_grid(images: np.ndarray, path: str, columns: int | None = None) -> 
 
 
 def save_png(image: np.ndarray, path: str) -> str:
-    """Saves one [-1, 1] HWC image as a PNG of exactly its size; returns the path."""
+    """Saves one [-1, 1] HWC image as a PNG of exactly its size; returns the path.
+
+    Written to a hidden temporary name beside `path` and renamed: a run killed mid-write
+    leaves no truncated file under `path`, so a rerun that skips existing files never
+    keeps a broken one.
+    """
     pixels = to_uint8(image)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).save(path)
+    directory, name = os.path.split(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    root, ext = os.path.splitext(name)
+    partial = os.path.join(directory, f".{root}.partial{ext}")  # same extension, same format
+    Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).save(partial)
+    os.replace(partial, path)
     return path
+
+
+def labelled_grid_size(count: int, side: int, columns: int | None = None,
+                       label_height: int = 14, min_side: int = 128, pad: int = 2
+                       ) -> tuple[int, int]:
+    """(height, width) in pixels of `save_labelled_grid`'s grid of `count` images of
+    side x side pixels, known before any image exists."""
+    factor = max(1, -(-min_side // side))
+    columns = columns or math.ceil(math.sqrt(count))
+    rows = math.ceil(count / columns)
+    return (rows * (side * factor + label_height + pad) + pad,
+            columns * (side * factor + pad) + pad)
+
+
+def max_grid_images(side: int, wanted: int, max_pixels: int | None = None) -> int:
+    """The most images of side x side pixels, at most `wanted` (and at least 1), whose
+    default (square) labelled grid stays within `max_pixels` (default
+    MAX_IMAGE_PIXELS: the size `load_image` still reads back)."""
+    max_pixels = MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
+    count = wanted
+    while count > 1 and math.prod(labelled_grid_size(count, side)) > max_pixels:
+        count -= 1
+    return count
 
 
 def save_labelled_grid(images: np.ndarray, labels: list[str], path: str,
@@ -66,6 +98,13 @@ def save_labelled_grid(images: np.ndarray, labels: list[str], path: str,
     from PIL import ImageDraw
 
     images = to_uint8(images)
+    if images.ndim == 4 and images.shape[1] == images.shape[2]:
+        height, width = labelled_grid_size(len(images), images.shape[1], columns,
+                                           label_height, min_side)
+        if height * width > MAX_IMAGE_PIXELS:  # larger than this project reads back
+            raise ValueError(f"{path}: a grid of {len(images)} images of {images.shape[1]} px "
+                             f"would be {width}x{height} pixels, more than "
+                             f"{MAX_IMAGE_PIXELS}; put fewer images in each grid")
     factor = max(1, -(-min_side // images.shape[2]))
     images = images.repeat(factor, axis=1).repeat(factor, axis=2)
     n, h, w, c = images.shape

@@ -6,7 +6,17 @@ EMA weights of the latest checkpoint; every option defaults to the stage's confi
     python -m imagen_jax.sample --workdir=/tmp/base64 --workdir=/tmp/sr256 \
         --prompts="a red circle" --prompts="two blue squares" --out_dir=outputs/run
     python -m imagen_jax.sample --workdir=/tmp/base64 --prompts_file=prompts.txt \
-        --steps=100 --guidance=5 --threshold=dynamic --aug_level=0.2
+        --steps=100 --guidance=5 --threshold=dynamic --aug_level=0.2 --batch_size=32
+
+Prompts are sampled --batch_size at a time (a progress bar counts them), and each
+batch's PNGs are written as it finishes: OUT_DIR/00042_a_red_circle.png (the prompt's
+index and text) with OUT_DIR/captions.jsonl listing every PNG written. A killed run
+keeps what it wrote; run the same command again and it skips the prompts whose PNG
+exists ("skipping N prompts already written"; --overwrite samples them again). Each
+stage's labelled grid holds at most --prompts_per_grid prompts: grid_<side>.png when
+one grid holds them all, else one grid_<side>_<first prompt's index>.png per page.
+--out_dir is checked (a directory that exists or can be created, and is writable)
+before any stage is loaded.
 
 Without --workdir it runs the smoke path: an *untrained* tiny conv denoiser through
 the real sampler (classifier-free guidance, thresholding), so the pipeline is seen
@@ -50,6 +60,15 @@ _WORKDIRS = flags.DEFINE_multi_string("workdir", [], "Trained stage runs, base s
 _PROMPTS = flags.DEFINE_multi_string("prompts", [], "Prompts (repeat the flag for more).")
 _PROMPTS_FILE = flags.DEFINE_string("prompts_file", None, "A file with one prompt per line.")
 _OUT_DIR = flags.DEFINE_string("out_dir", "outputs/samples", "Where trained-stage PNGs go.")
+_BATCH_SIZE = flags.DEFINE_integer(
+    "batch_size", 16, "Trained stages: prompts sampled at once (memory grows with it, not "
+    "with the prompt count).")
+_PER_GRID = flags.DEFINE_integer(
+    "prompts_per_grid", 64, "Trained stages: prompts per labelled grid (one grid per page; "
+    "fewer where a grid would pass the image-size limit).")
+_OVERWRITE = flags.DEFINE_bool(
+    "overwrite", False, "Trained stages: sample again the prompts whose PNG exists in "
+    "--out_dir (by default they are skipped, so a rerun resumes).")
 _AUG = flags.DEFINE_float("aug_level", None, "SR noise-augmentation level in [0, 1].")
 _EMA = flags.DEFINE_bool("ema", True, "Use the EMA weights (else the raw params).")
 
@@ -113,23 +132,25 @@ def _prompts() -> list[str]:
 
 
 def sample_trained() -> None:
+    """The CLI's trained-stage path: every flag and --out_dir checked, then the cascade."""
+    from imagen_jax.checks import check_output_dir, check_positive_int
     from imagen_jax.sample_cascade import Overrides, sample_to_files
 
     overrides = Overrides(steps=_explicit(_STEPS), sampler=_explicit(_SAMPLER),
                           eta=_explicit(_ETA), guidance=_explicit(_GUIDANCE),
                           threshold=_explicit(_THRESHOLD), percentile=_explicit(_PERCENTILE),
                           aug_level=_AUG.value)
+    check_positive_int(_BATCH_SIZE.value, "--batch_size")
+    check_positive_int(_PER_GRID.value, "--prompts_per_grid")
+    # Here, named as the flag, before the prompts file is read or any stage loaded.
+    check_output_dir(_OUT_DIR.value, "--out_dir")
     prompts = _prompts()
-    bar = tqdm(total=len(_WORKDIRS.value), desc="cascade", unit="stage")
-
-    def advance(message: str) -> None:
-        bar.set_postfix_str(message)
-        bar.update(1)
-
     paths = sample_to_files(_WORKDIRS.value, prompts, _OUT_DIR.value, overrides=overrides,
-                            seed=_SEED.value, ema=_EMA.value, progress=advance)
-    bar.close()
-    print(f"wrote {len(paths)} PNGs for {len(prompts)} prompt(s) to {_OUT_DIR.value}")
+                            seed=_SEED.value, ema=_EMA.value, batch_size=_BATCH_SIZE.value,
+                            per_grid=_PER_GRID.value, overwrite=_OVERWRITE.value)
+    grids = sum(os.path.basename(p).startswith("grid_") for p in paths)
+    print(f"wrote {len(paths) - grids} PNGs and {grids} grid(s) for {len(prompts)} "
+          f"prompt(s) to {_OUT_DIR.value}")
 
 
 def main(argv):

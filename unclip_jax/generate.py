@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from imagen_jax import image_io
+from imagen_jax.checks import check_output_dir
 
 MODES = ("sample", "variations", "invert", "interpolate", "textdiff")
 
@@ -80,7 +81,11 @@ def run(mode: str, options: GenerateOptions) -> list[str]:
     """Runs one mode; returns the written PNG paths."""
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
-    os.makedirs(options.out_dir, exist_ok=True)
+    # Where the PNGs go, checked before any stage is loaded (not found out after sampling).
+    check_output_dir(options.out_dir, "--out_dir")
+    if mode == "sample":
+        check_output_dir(os.path.join(options.out_dir, "images"),
+                         "the images folder under --out_dir")
     pipe = _pipeline(options)
     key = jax.random.PRNGKey(options.seed)
     if mode == "sample":
@@ -102,7 +107,6 @@ def run(mode: str, options: GenerateOptions) -> list[str]:
         x_t, z_i = pipe.invert(images, options.steps)
         back = pipe.reconstruct(x_t, z_i, options.steps)
         err = float(jnp.mean(jnp.abs(back - images)))
-        os.makedirs(options.out_dir, exist_ok=True)
         np.savez(os.path.join(options.out_dir, "inversion.npz"), x_t=np.asarray(x_t),
                  z_i=np.asarray(z_i))
         names = [os.path.basename(p) for p in options.images]

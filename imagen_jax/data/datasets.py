@@ -7,9 +7,11 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from imagen_jax.data import image_text_folder, shapes_builder
+from imagen_jax.data.damaged_files import damaged_file_error
 
 DATASETS = ("shapes_captions", "image_text_folder")
 
@@ -38,8 +40,18 @@ def builder_from_config(data: Any, workdir: str) -> tfds.core.DatasetBuilder:
 
 def captions(builder: tfds.core.DatasetBuilder, split: str = "train",
              limit: int = 20_000) -> list[str]:
-    """Up to `limit` captions of a split (e.g. to train an offline tokenizer)."""
+    """Up to `limit` captions of a split (e.g. to train an offline tokenizer).
+
+    Raises CorruptRecordFileError, naming the file, if a record file is damaged.
+    """
+    # One pass: nothing to gain from TFDS caching a small split in memory, and a pass
+    # a damaged file cuts short would leave TF's note on the partly read cache printed
+    # after the one-line error, when the interpreter exits.
     ds = builder.as_dataset(split=split, shuffle_files=False,
-                            decoders={"image": tfds.decode.SkipDecoding()})
-    return [c.decode("utf-8") for c in
-            tfds.as_numpy(ds.map(lambda ex: ex["caption"]).take(limit))]
+                            decoders={"image": tfds.decode.SkipDecoding()},
+                            read_config=tfds.ReadConfig(try_autocache=False))
+    ds = ds.map(lambda ex: ex["caption"]).take(limit)
+    try:
+        return [c.decode("utf-8") for c in tfds.as_numpy(ds)]
+    except tf.errors.DataLossError as e:  # names no file; raise one that does
+        raise damaged_file_error(e, ds) from e

@@ -45,6 +45,7 @@ import tensorflow_datasets as tfds
 from imagen_jax.data.build_report import Tally, log_summary, report_dict, write_build_report
 from imagen_jax.data.folder_captions import check_source_dir, collect_captions, walk_folder
 from imagen_jax.data.image_decode import ImageDecodeError, decode_rgb, load_rgb
+from imagen_jax.data.prepare import prepare
 
 MISSING_CAPTION_MODES = ("skip", "unconditional")
 
@@ -278,5 +279,5 @@ def build_image_text_folder(source_dir: str | os.PathLike, data_dir: str | os.Pa
     builder = ImageTextFolder(config=config, data_dir=os.fspath(data_dir))
     # Nothing of this dataset is on the TFDS bucket; do not even ask.
     download_config = tfds.download.DownloadConfig(try_download_gcs=False)
-    builder.download_and_prepare(download_config=download_config)
+    prepare(builder, download_config=download_config)
     return builder

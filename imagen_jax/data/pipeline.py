@@ -28,6 +28,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from imagen_jax.data.damaged_files import CorruptRecordFileError, damaged_file_error
+
 # Keys that stay on the host as numpy (strings); everything else becomes a jax.Array.
 HOST_KEYS = ("caption", "id")
 
@@ -178,6 +180,7 @@ class InputIterator(Iterator[dict]):
 
     With a tokenizer, captions are tokenised on the host into 'text_ids' and
     'text_mask' (unless the batch already carries cached 'text' embeddings).
+    A truncated or corrupt record file raises `CorruptRecordFileError` naming it.
     """
 
     def __init__(self, dataset: tf.data.Dataset, sharding: jax.sharding.Sharding | None = None,
@@ -185,6 +188,7 @@ class InputIterator(Iterator[dict]):
         self._dataset = dataset
         self._iterator = iter(dataset)
         self._checkpoint = tf.train.Checkpoint(iterator=self._iterator)
+        self._failure: CorruptRecordFileError | None = None  # raised by every next()
         self.sharding = sharding
         self.tokenizer = tokenizer
 
@@ -194,7 +198,19 @@ class InputIterator(Iterator[dict]):
         return jax.make_array_from_process_local_data(self.sharding, value)
 
     def __next__(self) -> dict:
-        local = {k: v.numpy() for k, v in next(self._iterator).items()}
+        if self._failure is None:
+            try:
+                batch = next(self._iterator)
+            except tf.errors.DataLossError as e:  # names no file; raise one that does
+                self._failure = damaged_file_error(e, self._dataset)
+                # The iterator cannot go past the damage. Released here, with TF's error
+                # (whose traceback holds it) not chained to ours, it prints its note
+                # about a partly read cache (TFDS caches small datasets) now, before a
+                # CLI prints our one-line error, instead of after it at exit.
+                self._iterator = self._checkpoint = None
+        if self._failure is not None:
+            raise self._failure
+        local = {k: v.numpy() for k, v in batch.items()}
         if self.tokenizer is not None and "text" not in local:
             captions = [c.decode("utf-8") for c in local["caption"]]
             tokens = self.tokenizer.encode(captions)

@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from imagen_jax.data import shapes
+from imagen_jax.data.prepare import prepare
 
 
 def _check_count(name: str, value: int, minimum: int) -> None:
@@ -106,5 +107,5 @@ def build_shapes_dataset(data_dir: str, resolution: int, num_train: int, num_tes
         name=f"r{resolution}_n{num_train}_{num_test}_s{seed}", resolution=resolution,
         num_train=num_train, num_test=num_test, seed=seed)
     builder = ShapesCaptions(config=config, data_dir=data_dir)
-    builder.download_and_prepare()
+    prepare(builder)
     return builder

@@ -58,6 +58,10 @@ def add_common(c: ml_collections.ConfigDict, *, paper: bool) -> ml_collections.C
     c.checkpoint.every_steps = 5_000 if paper else 50
     c.checkpoint.keep = 3
     c.checkpoint.async_save = True
+    # A step that fails to read is read again read_attempts times in all, waiting
+    # read_retry_s, then twice that, ... (a transient filesystem error is not damage).
+    c.checkpoint.read_attempts = 3
+    c.checkpoint.read_retry_s = 2.0
 
     c.log = ml_collections.ConfigDict()
     c.log.every_steps = 100 if paper else 10

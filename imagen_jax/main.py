@@ -7,8 +7,12 @@ r"""Train the stage a config selects.
 Running the same command again resumes from the workdir's latest readable checkpoint
 (after a crash, a kill or a preemption), and loads the compiled step from the
 persistent compilation cache in WORKDIR/compilation_cache (`--compilation_cache`).
-SIGTERM saves a checkpoint after the current step and exits with status 143. Each
-logged step is also a line of WORKDIR/metrics.jsonl.
+SIGTERM saves a checkpoint after the current step and exits with status 143; Ctrl-C
+does the same and exits with 130 (a second Ctrl-C stops at once). A changed config is
+compared with the run's own on resume (--resume_with_changes for fields that cannot
+change mid-run); a workdir that has held checkpoints never restarts from step 0 unless
+--allow_fresh_start; one run per workdir. Each logged step is also a line of
+WORKDIR/metrics.jsonl.
 
 Multi-host: every host runs the same command plus how to join the job, either
 explicitly (`launch/local_multihost.sh`, `launch/gpu_multinode.sh`)
@@ -50,6 +54,14 @@ _COMPILATION_CACHE = flags.DEFINE_string(
     "host, loads the compiled step from it instead of compiling again (minutes at paper "
     "size). Default WORKDIR/compilation_cache (or $JAX_COMPILATION_CACHE_DIR if set); a "
     "directory, or 'none' to compile every start.")
+_ALLOW_FRESH_START = flags.DEFINE_bool(
+    "allow_fresh_start", False, "Train from step 0 in a workdir that has held checkpoints "
+    "but has none readable now (without it such a start is refused: a filesystem hiccup "
+    "must not restart a run).")
+_RESUME_WITH_CHANGES = flags.DEFINE_bool(
+    "resume_with_changes", False, "Resume although the config changes fields that cannot "
+    "change mid-run (batch size, data, model, ...): keep the checkpoint's weights and "
+    "optimiser state and start the input pipeline afresh.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -68,21 +80,37 @@ def main(argv):
         sys.exit(f"error: {e}")
 
     from imagen_jax.train import compile_cache
-    from imagen_jax.train.checkpoint import CheckpointMismatchError, UnreadableCheckpointError
-    from imagen_jax.train.trainer import train
+    from imagen_jax.train.checkpoint import (CheckpointMismatchError, CheckpointSaveError,
+                                             UnreadableCheckpointError)
+    from imagen_jax.train.trainer import Interrupted, NoCheckpointError, train
     from imagen_jax.train.validate import ConfigError
+    from imagen_jax.train.workdir_lock import WorkdirBusyError
 
     import jax
 
     config, workdir = _CONFIG.value, _WORKDIR.value
-    cache_dir = compile_cache.cache_dir_for(workdir, _COMPILATION_CACHE.value)
-    compile_cache.enable(cache_dir)
-    compiles = compile_cache.CompileCount().start()
     try:
-        state = train(config, workdir)  # writes workdir/config.json (process 0)
+        cache_dir = compile_cache.cache_dir_for(workdir, _COMPILATION_CACHE.value)
+        compile_cache.enable(cache_dir)
+        compiles = compile_cache.CompileCount().start()
+        # writes workdir/config.json (process 0) once the resume is known to go ahead
+        state = train(config, workdir, allow_fresh_start=_ALLOW_FRESH_START.value,
+                      resume_with_changes=_RESUME_WITH_CHANGES.value)
+    # Faults a user can act on: one line each, naming the file, field or step.
     except (ConfigError, FileNotFoundError, FloatingPointError, CheckpointMismatchError,
-            UnreadableCheckpointError) as e:
+            UnreadableCheckpointError, CheckpointSaveError, NoCheckpointError,
+            WorkdirBusyError) as e:
         sys.exit(f"error: {e}")
+    except Interrupted as e:  # Ctrl-C: the step it stopped at is saved
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        sys.exit(130)  # 128 + SIGINT
+    except KeyboardInterrupt:  # a second Ctrl-C, or one before training started
+        print(f"error: interrupted (Ctrl-C) before a checkpoint of the current step was "
+              f"saved; the newest complete checkpoint in {workdir} is kept: run the same "
+              "command to resume", file=sys.stderr, flush=True)
+        sys.exit(130)
+    except OSError as e:  # a read-only or full workdir, a missing or damaged file
+        sys.exit(f"error: {e.__class__.__name__}: {e}")
     except jax.errors.JaxRuntimeError as e:
         if jax.process_count() == 1:
             raise

@@ -33,6 +33,13 @@ def create_state(params: Any, optimizer: optax.GradientTransformation,
                       nonfinite_steps=jnp.zeros((), jnp.int32))
 
 
+def all_finite(tree: Any) -> jax.Array:
+    """True when every element of every floating-point array in `tree` is finite."""
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+              if jnp.issubdtype(x.dtype, jnp.floating)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
 def micro_batches(batch: dict, k: int) -> dict:
     """[k*B, ...] arrays -> [k, B, ...], micro-batch j holding examples j, k + j, 2k + j...
 
@@ -80,9 +87,11 @@ def train_step(state: TrainState, batch: dict, *, loss_fn: Callable,
     With `grad_accum_steps` k > 1 the batch is k micro-batches whose gradients are
     averaged before the one update: the step, the learning-rate schedule and the EMA
     advance once per update, as for one step on the whole batch.
-    A non-finite loss or gradient norm is reported in metrics['finite']; with
-    `skip_nonfinite` the update is dropped (params, EMA and optimiser state kept)
-    and counted, otherwise the caller stops the run.
+    A non-finite loss, gradient norm or updated weight (params or EMA: a finite loss
+    whose update overflows, e.g. a learning rate of 1e38) is reported in
+    metrics['finite']; with `skip_nonfinite` the update is dropped (params, EMA and
+    optimiser state kept) and counted, otherwise the caller stops the run before it
+    saves: no checkpoint holds a non-finite weight.
     """
     key = jax.random.fold_in(state.rng, state.step)
     if grad_accum_steps > 1:
@@ -92,11 +101,14 @@ def train_step(state: TrainState, batch: dict, *, loss_fn: Callable,
         (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch,
                                                                            key)
     grad_norm = optax.tree.norm(grads)
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p,
                        state.ema_params, params)
+    # The updated weights too, element by element (a norm of huge finite weights would
+    # itself overflow): the loss and gradient of the old weights can be finite while
+    # the step that applies them is not.
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & all_finite((params, ema))
     if skip_nonfinite:
         keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
         params, ema = keep(params, state.params), keep(ema, state.ema_params)

@@ -18,6 +18,7 @@ import dataclasses
 import functools
 import json
 import os
+import signal
 import sys
 import time
 from typing import Any, Callable
@@ -123,23 +124,58 @@ def setup(config: Any, workdir: str, devices: list | None = None) -> Run:
     abstract_state, shardings = state_layout(stage, optimizer, mesh, rules, _text_len(config))
     checkpointer = ckpt_lib.Checkpointer(
         os.path.join(workdir, "checkpoints"), save_every=config.checkpoint.every_steps,
-        keep=config.checkpoint.keep, async_save=config.checkpoint.async_save)
+        keep=config.checkpoint.keep, async_save=config.checkpoint.async_save,
+        read_attempts=config.checkpoint.get("read_attempts", 3),
+        retry_delay_s=config.checkpoint.get("read_retry_s", 2.0))
     frozen, frozen_sh = place_frozen(conditioner, mesh, rules)
     return Run(config, workdir, mesh, rules, stage, iterator, conditioner, frozen, frozen_sh,
                optimizer, shardings, abstract_state, checkpointer)
 
 
-def initial_state(run: Run) -> TrainState:
-    """Latest checkpoint of this workdir, else `init_from`, else a fresh sharded init."""
+class NoCheckpointError(RuntimeError):
+    """A workdir that has held checkpoints has none readable now: not a new run."""
+
+
+def _report_set_aside(run: Run) -> None:
+    """At every start: steps set aside as unreadable, each with the command that puts it
+    back (process 0; the directory is shared)."""
+    if jax.process_index() != 0:
+        return
+    for path in ckpt_lib.set_aside_steps(run.workdir):
+        print(f"warning: checkpoint {path} was set aside as unreadable; if its files are "
+              f"whole again: {ckpt_lib.restore_command(path, run.checkpointer.directory)}",
+              file=sys.stderr, flush=True)
+
+
+def initial_state(run: Run, *, allow_fresh_start: bool = False,
+                  restart_input: bool = False) -> TrainState:
+    """Latest checkpoint of this workdir, else `init_from`, else a fresh sharded init.
+
+    A workdir that has ever held a checkpoint but has none now (all set aside, or the
+    files missing for a moment) raises NoCheckpointError unless `allow_fresh_start`.
+    `restart_input` restores the train state only: the input pipeline starts afresh.
+    """
     config, stage = run.config, run.stage
     target = ckpt_lib.abstract_with_shardings(run.abstract_state, run.state_shardings)
+    _report_set_aside(run)
     if run.checkpointer.latest_step() is not None:
-        # The newest readable step; unreadable ones are set aside with a warning, a
-        # checkpoint of another config is an error (never a silent fresh start).
-        state = run.checkpointer.restore(target, run.iterator)
-        logging.info("resumed from %s step %d", run.checkpointer.directory,
-                     int(jax.device_get(state.step)))
+        # The newest readable step; unreadable ones are read again, then set aside with
+        # a warning; a checkpoint of another config is an error (never a silent fresh
+        # start).
+        state = run.checkpointer.restore(target, None if restart_input else run.iterator)
+        logging.info("resumed from %s step %d%s", run.checkpointer.directory,
+                     int(jax.device_get(state.step)),
+                     " (input pipeline restarted)" if restart_input else "")
         return state
+    if ckpt_lib.has_held_checkpoints(run.workdir) and not allow_fresh_start:
+        set_aside = ckpt_lib.set_aside_steps(run.workdir)
+        raise NoCheckpointError(
+            f"{run.workdir} has held checkpoints but {run.checkpointer.directory} has no "
+            "complete step now"
+            + (f" ({len(set_aside)} set aside as unreadable in {run.checkpointer.quarantine}: "
+               "put them back with the commands above)" if set_aside else "")
+            + "; not starting from step 0: run again once the files are back, or pass "
+            "--allow_fresh_start to train from scratch here")
     logging.info("starting afresh: no checkpoint in %s", run.checkpointer.directory)
     state = init_state(stage, run.optimizer, jax.random.PRNGKey(config.seed), run.mesh,
                        run.state_shardings, _text_len(config))
@@ -238,22 +274,50 @@ def read_metrics(workdir: str) -> list[dict]:
     return records
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C stopped training after saving the step it was at (a KeyboardInterrupt, so
+    a caller that does not expect it stops as on any Ctrl-C)."""
+
+
 def train(config: Any, workdir: str, *, devices: list | None = None,
-          on_step: Callable[[int, dict], None] | None = None) -> TrainState:
+          on_step: Callable[[int, dict], None] | None = None,
+          allow_fresh_start: bool = False, resume_with_changes: bool = False) -> TrainState:
     """Trains (or resumes) the stage `config` selects until config.train.steps.
 
     `on_step(step, metrics)` is called after every step (tests record the loss).
     On SIGTERM (a preemption notice) the loop saves a checkpoint after the current step
-    and returns early: the returned state's step is then below config.train.steps.
+    and returns early: the returned state's step is then below config.train.steps. On
+    Ctrl-C it saves the same way and raises `Interrupted`. On any exit the save in
+    flight is committed first.
+
+    One run per workdir (WorkdirBusyError otherwise). Resuming compares the config with
+    the one the run was trained with (imagen_jax/train/config_change.py;
+    `resume_with_changes` accepts fields that cannot change mid-run and restarts the
+    input pipeline); a workdir that has held checkpoints never starts afresh unless
+    `allow_fresh_start`. Nothing in the workdir is written before the resume is known
+    to go ahead.
     """
+    from imagen_jax.train.config_change import check_resume_config
     from imagen_jax.train.run_config import save_config
+    from imagen_jax.train.workdir_lock import WorkdirLock
 
     os.makedirs(workdir, exist_ok=True)
-    run = setup(config, workdir, devices)
-    if jax.process_index() == 0:  # beside the checkpoints: samplers rebuild the stage from it
-        save_config(config, workdir)
-        drop_partial_metrics_line(workdir)
-    state = initial_state(run)
+    with WorkdirLock(workdir):
+        resuming = ckpt_lib.has_complete_steps(workdir)
+        if resuming and jax.process_index() == 0:
+            check_resume_config(workdir, config, allow_changes=resume_with_changes)
+        run = setup(config, workdir, devices)
+        state = initial_state(run, allow_fresh_start=allow_fresh_start,
+                              restart_input=resuming and resume_with_changes)
+        if jax.process_index() == 0:  # beside the checkpoints: samplers rebuild the stage
+            save_config(config, workdir)
+            drop_partial_metrics_line(workdir)
+        return _train_from(run, state, on_step)
+
+
+def _train_from(run: Run, state: TrainState,
+                on_step: Callable[[int, dict], None] | None = None) -> TrainState:
+    config, workdir = run.config, run.workdir
     start = int(jax.device_get(state.step))
     total = config.train.steps
     writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
@@ -262,22 +326,40 @@ def train(config: Any, workdir: str, *, devices: list | None = None,
     bar = tqdm(total=total, initial=start, desc=f"train {config.stage}", unit="step",
                disable=not config.log.get("progress_bar", True) or jax.process_index() > 0,
                dynamic_ncols=True)
-    watch = PreemptionWatch()  # from here on a SIGTERM loses nothing
+    watch = PreemptionWatch()  # from here on SIGTERM and Ctrl-C lose nothing
+    finished = False
     try:
         state = _loop(run, state, start, writer, hooks, bar, watch, on_step)
+        finished = True
     finally:
         watch.close()
-    bar.close()
-    run.checkpointer.wait()
+        bar.close()
+        _commit_saves(run, quiet=not finished)
     writer.flush()
     run.checkpointer.close()
     done = int(jax.device_get(state.step))
     if done < total:
-        message = (f"preempted (SIGTERM) at step {done} of {total}: checkpoint saved in "
-                   f"{run.checkpointer.directory}; run the same command to resume")
+        name = "Ctrl-C" if watch.signum == signal.SIGINT else "SIGTERM"
+        message = (f"{'interrupted' if name == 'Ctrl-C' else 'preempted'} ({name}) at step "
+                   f"{done} of {total}: checkpoint saved in {run.checkpointer.directory}; "
+                   "run the same command to resume")
         logging.warning(message)
+        if name == "Ctrl-C":
+            raise Interrupted(message)
         print(message, file=sys.stderr, flush=True)
     return state
+
+
+def _commit_saves(run: Run, *, quiet: bool) -> None:
+    """Waits for the save in flight to commit, on every way out of the loop. After an
+    error (`quiet`) a failed save is logged, not raised over the error that stopped
+    the run."""
+    try:
+        run.checkpointer.wait()
+    except ckpt_lib.CheckpointSaveError as e:
+        if not quiet:
+            raise
+        logging.error("%s", e)
 
 
 def _compile_step(run: Run, state: TrainState, inputs: dict) -> tuple[Any, float | None]:
@@ -287,11 +369,12 @@ def _compile_step(run: Run, state: TrainState, inputs: dict) -> tuple[Any, float
 
 
 def _stop_if_nonfinite(config: Any, step: int, metrics: dict) -> None:
-    """config.train.nonfinite == 'error': a non-finite loss or gradient stops the run
-    ('skip' drops such updates inside the step and counts them)."""
+    """config.train.nonfinite == 'error': a non-finite loss, gradient or updated weight
+    stops the run before that state is saved ('skip' drops such updates inside the step
+    and counts them)."""
     if config.train.nonfinite == "error" and not bool(metrics["finite"]):
         raise FloatingPointError(
-            f"non-finite loss or gradient norm at step {step} (loss="
+            f"non-finite loss, gradient norm or updated weights at step {step} (loss="
             f"{float(metrics['loss'])}, grad_norm={float(metrics['grad_norm'])}); set "
             "config.train.nonfinite='skip' to drop such updates instead")
 

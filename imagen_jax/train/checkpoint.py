@@ -202,6 +202,7 @@ class Checkpointer:
         # Where unreadable steps are moved: beside the checkpoints, not inside (the
         # manager would count them as steps and never save over their numbers).
         self.quarantine = os.path.join(self.workdir, QUARANTINE_DIR)
+        self._note_history()  # a workdir of a run from before the history file
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()

@@ -52,13 +52,16 @@ def config_changes(saved: dict, new: dict) -> list[tuple[str, Any, Any]]:
     return [(f, a.get(f), b.get(f)) for f in sorted(set(a) | set(b)) if a.get(f) != b.get(f)]
 
 
-def check_resume_config(workdir: str, config: Any, *, allow_changes: bool) -> list[str]:
-    """Compares `config` with the one `workdir`'s run was trained with; prints (on
-    stderr) and returns one line per difference. Raises ConfigChangeError for fields
-    that cannot change mid-run unless `allow_changes`."""
+def check_resume_config(workdir: str, config: Any, *, allow_changes: bool,
+                        quiet: bool = False) -> bool:
+    """Compares `config` with the one `workdir`'s run was trained with and prints one
+    line per difference on stderr (unless `quiet`: every process of a job checks, one
+    prints). Raises ConfigChangeError for fields that cannot change mid-run unless
+    `allow_changes`; returns whether such a field changed (the input pipeline must
+    then start afresh)."""
     path = os.path.join(workdir, CONFIG_FILE)
     if not os.path.exists(path):
-        return []
+        return False
     with open(path, encoding="utf-8") as f:
         saved = json.load(f)
     # Through JSON, as it was saved: tuples become lists on both sides.
@@ -73,14 +76,12 @@ def check_resume_config(workdir: str, config: Any, *, allow_changes: bool) -> li
             f"resuming {workdir} with a config that changes {shown}{more}: fields that cannot "
             "change mid-run; run the config it was trained with, train in another workdir, "
             "or pass --resume_with_changes to keep the weights and restart the input pipeline")
-    lines = []
-    for field, before, after in changes:
+    for field, before, after in changes if not quiet else ():
         verdict = ("changed with --resume_with_changes (the input pipeline starts afresh)"
                    if is_fixed(field) else "accepted")
-        lines.append(f"resume: {field} {_short(before)} -> {_short(after)}: {verdict}")
-    for line in lines:
-        print(line, file=sys.stderr, flush=True)
-    return lines
+        print(f"resume: {field} {_short(before)} -> {_short(after)}: {verdict}",
+              file=sys.stderr, flush=True)
+    return bool(fixed)
 
 
 def _short(value: Any, limit: int = 60) -> str:

@@ -87,11 +87,11 @@ def train_step(state: TrainState, batch: dict, *, loss_fn: Callable,
     With `grad_accum_steps` k > 1 the batch is k micro-batches whose gradients are
     averaged before the one update: the step, the learning-rate schedule and the EMA
     advance once per update, as for one step on the whole batch.
-    A non-finite loss, gradient norm or updated weight (params or EMA: a finite loss
-    whose update overflows, e.g. a learning rate of 1e38) is reported in
-    metrics['finite']; with `skip_nonfinite` the update is dropped (params, EMA and
-    optimiser state kept) and counted, otherwise the caller stops the run before it
-    saves: no checkpoint holds a non-finite weight.
+    A non-finite loss, gradient norm or updated weight (params or EMA, or the params'
+    norm: a finite loss whose update overflows, e.g. a learning rate of 1e38) is
+    reported in metrics['finite']; with `skip_nonfinite` the update is dropped (params,
+    EMA and optimiser state kept) and counted, otherwise the caller stops the run before
+    it saves: no checkpoint holds a non-finite or diverged weight.
     """
     key = jax.random.fold_in(state.rng, state.step)
     if grad_accum_steps > 1:
@@ -105,10 +105,13 @@ def train_step(state: TrainState, batch: dict, *, loss_fn: Callable,
     params = optax.apply_updates(state.params, updates)
     ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p,
                        state.ema_params, params)
-    # The updated weights too, element by element (a norm of huge finite weights would
-    # itself overflow): the loss and gradient of the old weights can be finite while
-    # the step that applies them is not.
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & all_finite((params, ema))
+    # The updated weights too: the loss and gradient of the old weights can be finite
+    # while the step that applies them is not. Element by element (an inf or NaN), and
+    # by their norm: weights whose norm overflows (|w| >~ 1e19 in float32) are diverged
+    # as surely as an inf; Adafactor scales a 1e38 learning rate by the weights' RMS
+    # and lands finite weights of ~1e36, which the next step's loss turns into NaN.
+    finite = (jnp.isfinite(loss) & jnp.isfinite(grad_norm) & all_finite((params, ema))
+              & jnp.isfinite(optax.tree.norm(params)))
     if skip_nonfinite:
         keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
         params, ema = keep(params, state.params), keep(ema, state.ema_params)

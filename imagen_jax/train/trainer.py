@@ -303,12 +303,13 @@ def train(config: Any, workdir: str, *, devices: list | None = None,
 
     os.makedirs(workdir, exist_ok=True)
     with WorkdirLock(workdir):
-        resuming = ckpt_lib.has_complete_steps(workdir)
-        if resuming and jax.process_index() == 0:
-            check_resume_config(workdir, config, allow_changes=resume_with_changes)
+        # Every process checks (each must stop if the resume is refused); one prints.
+        restart_input = ckpt_lib.has_complete_steps(workdir) and check_resume_config(
+            workdir, config, allow_changes=resume_with_changes,
+            quiet=jax.process_index() != 0)
         run = setup(config, workdir, devices)
         state = initial_state(run, allow_fresh_start=allow_fresh_start,
-                              restart_input=resuming and resume_with_changes)
+                              restart_input=restart_input)
         if jax.process_index() == 0:  # beside the checkpoints: samplers rebuild the stage
             save_config(config, workdir)
             drop_partial_metrics_line(workdir)

@@ -88,6 +88,7 @@ def main(argv):
 
     import jax
 
+    sys.unraisablehook = _one_line_unraisable
     config, workdir = _CONFIG.value, _WORKDIR.value
     try:
         cache_dir = compile_cache.cache_dir_for(workdir, _COMPILATION_CACHE.value)
@@ -129,6 +130,20 @@ def main(argv):
         sys.exit(143)  # 128 + SIGTERM, as if the signal had ended it: not finished
     print(f"trained {config.stage} to step {step} in {workdir} "
           f"(process {jax.process_index()} of {jax.process_count()})")
+
+
+def _one_line_unraisable(unraisable) -> None:
+    """An exception nothing could catch (orbax leaves the read coroutines of a failed
+    restore un-awaited; Python prints each with its traceback and a page-long
+    TensorStore spec; at exit, each of their event loops "is closed") as a debug log
+    line: the restore reports the failure itself, in the one line that matters."""
+    from absl import logging
+
+    from imagen_jax.train.checkpoint import one_line
+    error = unraisable.exc_value
+    logging.debug("ignored in %s: %s", getattr(unraisable.object, "__qualname__",
+                                                 type(unraisable.object).__name__),
+                    one_line(error) if error is not None else unraisable.exc_type)
 
 
 if __name__ == "__main__":

@@ -158,7 +158,7 @@ def shape_mismatch(saved: Any, expected: Any) -> str | None:
     return None
 
 
-def _one_line(error: BaseException, limit: int = 200) -> str:
+def one_line(error: BaseException, limit: int = 200) -> str:
     """`Type: first line of the message` of the root cause, short: orbax wraps
     tensorstore's reason (e.g. a truncated file) in a generic error with a page-long
     spec."""
@@ -300,7 +300,7 @@ class Checkpointer:
         # error is reported (and, once retries are spent, the step set aside), never
         # swallowed.
         except Exception as e:  # noqa: BLE001
-            return None, _one_line(e)
+            return None, one_line(e)
 
     def _check_arrays(self, step: int, abstract_state: Any) -> str | None:
         """Why `step` cannot be restored onto `abstract_state` before reading any array:
@@ -312,7 +312,7 @@ class Checkpointer:
                 return "its train state has no metadata"
             difference = shape_mismatch(saved, abstract_state)
         except Exception as e:  # noqa: BLE001 -- a metadata file missing or corrupt
-            return _one_line(e)
+            return one_line(e)
         if difference is not None:
             raise CheckpointMismatchError(
                 f"checkpoint {self.directory} step {step} was written for a different model "
@@ -373,7 +373,7 @@ class _SaveFailure:
             if os.path.isdir(c.directory) else []
         newest = f"step {complete[-1]}" if complete else "none"
         raise CheckpointSaveError(
-            f"saving checkpoint step {self.step} to {c.directory} failed ({_one_line(error)}); "
+            f"saving checkpoint step {self.step} to {c.directory} failed ({one_line(error)}); "
             f"the newest complete checkpoint is {newest}; free space or fix the workdir, "
             "then run the same command to resume from it") from error
 
@@ -420,12 +420,12 @@ def load_params(workdir: str, abstract_params: Any, shardings: Any, *,
                 restore_args=ocp.checkpoint_utils.construct_restore_args({key: target}))))
     except (ValueError, KeyError, TypeError) as e:
         raise ValueError(f"checkpoint {directory} step {step} has no {key} matching this "
-                         f"model: {_one_line(e)}") from e
+                         f"model: {one_line(e)}") from e
     # Anything else is a damaged file (tensorstore raises plain Exception): one line
     # naming the step, for the sampling CLIs to print, instead of a page of spec.
     except Exception as e:  # noqa: BLE001
         raise ValueError(f"checkpoint {directory} step {step} cannot be read "
-                         f"({_one_line(e)}); move that step's directory out of "
+                         f"({one_line(e)}); move that step's directory out of "
                          f"{directory} to use the one before (steps there: "
                          f"{sorted(manager.all_steps())})") from e
     return restored["state"][key]

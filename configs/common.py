@@ -68,6 +68,7 @@ def add_common(c: ml_collections.ConfigDict, *, paper: bool) -> ml_collections.C
     c.log.sample_every_steps = 10_000 if paper else 0  # 0 = never during training
     c.log.num_samples = 4
     c.log.progress_bar = True  # tqdm on the main process (steps, loss, images/s, ETA)
+    c.log.title = ""  # the progress bar's name; "" = the stage's registry name
     c.seed = 0
     return c
 

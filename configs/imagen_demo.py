@@ -45,6 +45,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.model.channels = (32, 32, 64)
         c.model.attention = ("none", "self_cross", "self_cross")
         c.train.steps = 1400
+        c.log.title = "base stage, 32 px"  # the progress bar's name (registry: imagen.base64)
     else:
         # Four levels with few channels at 64 and 32 px: 2.2x the images/s of
         # (16, 32, 64) on (64, 32, 16) px, and at this budget better samples (off-
@@ -56,6 +57,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.model.attention = ("none", "none", "none", "cross")
         c.train.steps = 1000
         c.sample.guidance = 3.0
+        c.log.title = "super-resolution 32 -> 64 px"
     c.train.batch_size = 16
     # v-prediction with min-SNR-5 loss weights (Hang et al. 2023) instead of the paper's
     # eps loss: at this budget eps-prediction's samples were still speckled noise.

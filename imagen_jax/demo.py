@@ -9,6 +9,8 @@ Writes, under WORKDIR:
     samples/grid_32.png  the fixed prompts at the base stage's 32 px (labelled)
     samples/grid_64.png  the same after super-resolution to 64 px
     shapesbench/         the test split's held-out prompts: images/, shapesbench.json
+                         (final images); base_stage/ the same for the base stage alone
+    index.html           the page to open: grids, tables, every prompt's image + marks
 Running it again resumes: finished stages are not retrained.
 """
 
@@ -45,7 +47,9 @@ def apply_quick_settings(config: Any) -> None:
 
 
 def stage_configs(quick: bool, base_steps: int | None = None, sr_steps: int | None = None,
-                  data_dir: str = "") -> dict:
+                  data_dir: str = "", seed: int | None = None) -> dict:
+    """The two stages' configs; `seed` (default: the config's) seeds each stage's
+    init, noise and data order."""
     from configs import imagen_demo
 
     configs = {name: imagen_demo.get_config(name) for name in ("base", "sr")}
@@ -55,6 +59,8 @@ def stage_configs(quick: bool, base_steps: int | None = None, sr_steps: int | No
             apply_quick_settings(c)
         if steps is not None:
             c.train.steps = steps
+        if seed is not None:
+            c.seed = seed
         c.data.data_dir = data_dir
     return configs
 
@@ -100,28 +106,38 @@ def sample_grids(cascade, out_dir: str, seed: int) -> list[str]:
 
 
 def score_shapesbench(images: Any, prompts: Sequence[str], out_dir: str, title: str,
-                      extra: dict | None = None) -> dict:
+                      extra: dict | None = None, note: str = "") -> Any:
     """Scores final images of ShapesBench `prompts`; writes them (PNGs + captions.jsonl
     under images/) and shapesbench.json (summary, per-prompt rows, `extra`); prints
-    the table. Images below 64 px are enlarged (nearest) first: ShapesBench's
-    detector is validated at 64 px."""
+    the table; returns a report_page.ScoredImages. Images below 64 px are enlarged
+    (nearest) first: ShapesBench's detector is validated at 64 px."""
+    from imagen_jax.evaluate.report_page import ScoredImages
     from imagen_jax.evaluate.shapesbench import format_table, score_images
     from imagen_jax.image_io import to_uint8
     from imagen_jax.sample_cascade import write_captioned_pngs
 
-    if images.shape[1] < 64:
-        factor = 64 // images.shape[1]
+    side = images.shape[1]
+    if side < 64:
+        factor = 64 // side
         images = images.repeat(factor, 1).repeat(factor, 2)
-    write_captioned_pngs(images, prompts, os.path.join(out_dir, "images"))
+    paths = write_captioned_pngs(images, prompts, os.path.join(out_dir, "images"))
     rows, summary = score_images(list(to_uint8(images)), prompts)
     with open(os.path.join(out_dir, "shapesbench.json"), "w", encoding="utf-8") as f:
         json.dump({"summary": summary, "rows": rows, **(extra or {})}, f, indent=1)
-    print(format_table(summary, f"{title}, {len(prompts)} held-out test prompts "
-                                f"({images.shape[1]} px)"))
-    return summary
+    table = format_table(summary, f"{title}, {len(prompts)} held-out test prompts "
+                                  f"({side} px{', scored at 64' if side < 64 else ''})")
+    print(table, flush=True)
+    return ScoredImages(title, table, paths, rows, note, summary)
 
 
-def shapesbench(cascade, out_dir: str, num_prompts: int, seed: int) -> dict:
+def colour_shape(summary: dict) -> float:
+    """Single-object prompts' colour+shape accuracy, the number the demo tracks."""
+    return summary["single"]["colour_shape"]["accuracy"] if "single" in summary else 0.0
+
+
+def shapesbench(cascade, out_dir: str, num_prompts: int, seed: int) -> list:
+    """The held-out prompts through the cascade, scored twice: the base stage's own
+    samples (under out_dir/base_stage) and the final images (under out_dir)."""
     from tqdm import tqdm
 
     from imagen_jax.evaluate.shapesbench import shapesbench_prompts
@@ -129,11 +145,29 @@ def shapesbench(cascade, out_dir: str, num_prompts: int, seed: int) -> dict:
 
     prompts = shapesbench_prompts(num_prompts, split="test")
     batch = min(48, len(prompts))
-    with tqdm(total=-(-len(prompts) // batch) * len(cascade.stages), desc="ShapesBench",
-              unit="stage") as bar:
+    with tqdm(total=-(-len(prompts) // batch) * len(cascade.stages), desc="ShapesBench "
+              "sampling", unit="stage batch") as bar:
         outputs = generate(cascade, prompts, seed=seed, batch_size=batch,
                            progress=lambda _: bar.update(1))
-    return score_shapesbench(outputs[-1], prompts, out_dir, "ShapesBench")
+    base = score_shapesbench(outputs[0], prompts, os.path.join(out_dir, "base_stage"),
+                             "ShapesBench, base stage alone",
+                             note="The base stage's own samples, before super-resolution.")
+    final = score_shapesbench(outputs[-1], prompts, out_dir, "ShapesBench, final images",
+                              note="What the whole cascade draws.")
+    print(f"[demo] single-object colour+shape: base stage {colour_shape(base.summary):.1%}, "
+          f"final {colour_shape(final.summary):.1%}", flush=True)
+    return [final, base]
+
+
+def write_index(workdir: str, title: str, grids: Sequence[str], scored: Sequence[Any],
+                lines: Sequence[str] = ()) -> str:
+    """WORKDIR/index.html (imagen_jax/evaluate/report_page.py): the page to open."""
+    from imagen_jax.evaluate.report_page import ReportPage, write
+
+    captions = [f"{os.path.basename(g)}: the fixed prompts (* = held out of training)"
+                for g in grids]
+    return write(ReportPage(title, list(zip(captions, grids)), list(scored), list(lines)),
+                 os.path.join(workdir, "index.html"))
 
 
 def run_demo(workdir: str, *, quick: bool = False, base_steps: int | None = None,
@@ -142,16 +176,22 @@ def run_demo(workdir: str, *, quick: bool = False, base_steps: int | None = None
 
     start = time.perf_counter()
     configs = stage_configs(quick, base_steps, sr_steps,
-                            data_dir=os.path.join(workdir, "tensorflow_datasets"))
+                            data_dir=os.path.join(workdir, "tensorflow_datasets"), seed=seed)
     workdirs = train_stages(workdir, configs)
     cascade = load_cascade([workdirs["base"], workdirs["sr"]])
     grids = sample_grids(cascade, os.path.join(workdir, "samples"), seed)
-    print(f"[demo] grids: {', '.join(grids)}", flush=True)
-    summary = shapesbench(cascade, os.path.join(workdir, "shapesbench"),
-                          min(eval_prompts, 24) if quick else eval_prompts, seed)
-    print(f"[demo] done in {time.perf_counter() - start:.0f}s; TensorBoard: "
-          f"tensorboard --logdir={workdir}")
-    return {"grids": grids, "summary": summary, "workdirs": workdirs}
+    scored = shapesbench(cascade, os.path.join(workdir, "shapesbench"),
+                         min(eval_prompts, 24) if quick else eval_prompts, seed)
+    elapsed = time.perf_counter() - start
+    page = write_index(workdir, "imagen-jax demo: the tiny Imagen cascade", grids, scored, [
+        f"Base stage {configs['base'].train.steps} steps, SR stage "
+        f"{configs['sr'].train.steps} steps, seed {seed}, {elapsed:.0f} s."])
+    print(f"[demo] done in {elapsed:.0f} s. Open:\n"
+          f"[demo]   {page}  (grids, ShapesBench, every prompt's image with its marks)\n"
+          + "".join(f"[demo]   {g}\n" for g in grids)
+          + f"[demo]   tensorboard --logdir={workdir}", flush=True)
+    return {"grids": grids, "summary": scored[0].summary, "base_summary": scored[1].summary,
+            "workdirs": workdirs, "index": page}
 
 
 def main(argv):
@@ -161,9 +201,10 @@ def main(argv):
 
     from imagen_jax.train.validate import ConfigError
 
-    # Progress bars and the demo's own lines say what happens; Orbax's per-save INFO
-    # lines would bury them (TensorBoard and the workdirs keep the details).
-    logging.set_verbosity(logging.WARNING)
+    # Progress bars and the demo's own lines say what happens; Orbax's and TFDS's
+    # warnings about their own options would bury them (TensorBoard and the workdirs
+    # keep the details; errors still print).
+    logging.set_verbosity(logging.ERROR)
     f = flags.FLAGS
     try:
         run_demo(f.workdir, quick=f.quick, base_steps=f.base_steps, sr_steps=f.sr_steps,
@@ -178,7 +219,8 @@ def define_demo_flags(default_workdir: str) -> None:
     flags.DEFINE_string("workdir", default_workdir, "Where the demo writes everything.")
     flags.DEFINE_bool("quick", False, "A smoke run: a few steps per stage, few prompts.")
     flags.DEFINE_integer("eval_prompts", 96, "ShapesBench prompts (test split).")
-    flags.DEFINE_integer("seed", 0, "Sampling seed.")
+    flags.DEFINE_integer("seed", 0, "Seeds every stage's init, noise and data order, and "
+                         "the sampling.")
 
 
 def _define_flags() -> None:
@@ -188,8 +230,33 @@ def _define_flags() -> None:
     flags.DEFINE_integer("sr_steps", None, "SR-stage train steps (default: config).")
 
 
+def quiet_native_logs() -> str:
+    """Loads TensorFlow and starts JAX's backend with the process's stderr pointed at
+    /dev/null, and returns what JAX runs on ("1 x cpu"): their C++ start-up lines (the
+    oneDNN and CPU-feature notices, "All log messages before absl::InitializeLog() ...",
+    libtpu's search for TPU metadata where it is installed without a TPU) are not for
+    a demo's reader, and TensorFlow 2.21 prints them whatever TF_CPP_MIN_LOG_LEVEL
+    says. A failure still raises, after stderr is back. Call after XLA_FLAGS is set."""
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    sys.stderr.flush()
+    os.dup2(devnull, 2)
+    try:
+        import jax
+        import tensorflow
+
+        del tensorflow  # loaded here for its start-up lines only
+        devices = jax.devices()
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+    return f"{len(devices)} x {devices[0].platform}"
+
+
 if __name__ == "__main__":
     from imagen_jax.xla_flags import add_default_xla_flags
     add_default_xla_flags()  # before JAX starts its backend
+    print(f"[demo] running on {quiet_native_logs()}", flush=True)
     _define_flags()
     app.run(main)

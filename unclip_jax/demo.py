@@ -121,7 +121,7 @@ def main(argv):
 
     from imagen_jax.train.validate import ConfigError
 
-    logging.set_verbosity(logging.WARNING)
+    logging.set_verbosity(logging.ERROR)  # as imagen_jax.demo: progress and results only
     f = flags.FLAGS
     steps = {name: getattr(f, f"{name}_steps") for name in STAGE_ORDER}
     try:
@@ -143,5 +143,7 @@ def _define_flags() -> None:
 if __name__ == "__main__":
     from imagen_jax.xla_flags import add_default_xla_flags
     add_default_xla_flags()  # before JAX starts its backend
+    from imagen_jax.demo import quiet_native_logs
+    print(f"[unclip demo] running on {quiet_native_logs()}", flush=True)
     _define_flags()
     app.run(main)

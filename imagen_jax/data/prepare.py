@@ -26,7 +26,10 @@ import contextlib
 import fcntl
 import os
 import re
+import io
 import shutil
+import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -50,7 +53,32 @@ def prepare(builder: tfds.core.DatasetBuilder, **kwargs: Any) -> None:
             if removed:
                 logging.warning("removed %d leftover(s) of an interrupted dataset build: %s",
                                 len(removed), ", ".join(removed))
-        builder.download_and_prepare(**kwargs)
+        if builder.data_path.exists():
+            builder.download_and_prepare(**kwargs)  # built: TFDS only reads its info
+        else:
+            _build_quietly(builder, **kwargs)
+
+
+def _build_quietly(builder: tfds.core.DatasetBuilder, **kwargs: Any) -> None:
+    """Builds with one line before and one after, instead of TFDS's: it prints
+    "Downloading and preparing dataset Unknown size ..." for a set generated locally
+    (nothing is downloaded) and a progress bar per split and shuffle file, named by
+    its temporary path."""
+    name = f"{builder.name}/{builder.builder_config.name}" if builder.builder_config \
+        else builder.name
+    print(f"[data] generating {name} into {builder.data_dir} (once)", file=sys.stderr,
+          flush=True)
+    start = time.perf_counter()
+    tfds.display_progress_bar(False)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            builder.download_and_prepare(**kwargs)
+    finally:
+        tfds.display_progress_bar(True)
+    splits = ", ".join(f"{split} {info.num_examples}"
+                       for split, info in sorted(builder.info.splits.items()))
+    print(f"[data] {name}: {splits} examples in {time.perf_counter() - start:.0f} s",
+          file=sys.stderr, flush=True)
 
 
 def remove_leftover_builds(config_dir: str) -> list[str]:

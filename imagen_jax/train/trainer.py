@@ -324,7 +324,8 @@ def _train_from(run: Run, state: TrainState,
     writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
     hooks = [periodic_actions.ReportProgress(num_train_steps=total, writer=writer,
                                              every_steps=config.log.every_steps)]
-    bar = tqdm(total=total, initial=start, desc=f"train {config.stage}", unit="step",
+    title = config.log.get("title") or config.stage  # the demo names its stages
+    bar = tqdm(total=total, initial=start, desc=f"train {title}", unit="step",
                disable=not config.log.get("progress_bar", True) or jax.process_index() > 0,
                dynamic_ncols=True)
     watch = PreemptionWatch()  # from here on SIGTERM and Ctrl-C lose nothing

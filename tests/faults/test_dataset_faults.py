@@ -32,7 +32,7 @@ HANGING_BUILD = textwrap.dedent("""
     generate = shapes.generate_example
     def hang_on_test(split, *args):
         if split == "test":
-            print("hanging", flush=True)
+            print("hanging", file=sys.__stdout__, flush=True)  # past prepare()'s capture
             time.sleep(3600)
         return generate(split, *args)
     shapes.generate_example = hang_on_test

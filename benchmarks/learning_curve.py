@@ -99,8 +99,9 @@ def main(argv):
              f"Measured by `python benchmarks/learning_curve.py --workdir={workdir}` on {env}.",
              "Minutes: training wall time (compilation included) from the run's TensorBoard "
              "events.", "",
-             "| step | train minutes | single: colour | single: colour+shape | count | "
-             "relation | whole prompt |", "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "| step | train minutes | single: colour | single: colour+shape | "
+             "count (all prompts) | relation | whole prompt |",
+             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         m = f"{r['minutes']:.1f}" if r["minutes"] is not None else "?"
         lines.append(f"| {r['step']} | {m} | {r['single_colour']:.1%} | "

@@ -89,6 +89,8 @@ def main(argv):
     import jax
 
     sys.unraisablehook = _one_line_unraisable
+    import logging as py_logging
+    py_logging.getLogger("asyncio").addFilter(_quiet_unretrieved_task_errors)
     config, workdir = _CONFIG.value, _WORKDIR.value
     try:
         cache_dir = compile_cache.cache_dir_for(workdir, _COMPILATION_CACHE.value)
@@ -144,6 +146,18 @@ def _one_line_unraisable(unraisable) -> None:
     logging.debug("ignored in %s: %s", getattr(unraisable.object, "__qualname__",
                                                  type(unraisable.object).__name__),
                     one_line(error) if error is not None else unraisable.exc_type)
+
+
+def _quiet_unretrieved_task_errors(record) -> bool:
+    """asyncio's "Task exception was never retrieved" (with a traceback and a page-long
+    TensorStore spec) for the same un-awaited reads: a debug line instead."""
+    message = record.getMessage()
+    if "exception was never retrieved" not in message:
+        return True
+    from absl import logging
+
+    logging.debug("asyncio: %s", message.splitlines()[0])
+    return False
 
 
 if __name__ == "__main__":

@@ -76,6 +76,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.variant = variant
     c.model = ml_collections.ConfigDict(_unet_paper(stage) if paper else _unet_tiny(stage))
     c.model.dropout = 0.0  # Imagen App. F: dropout 0 for all three models
+    # A pretrained T5 writes word order into its outputs; only an order-free encoder
+    # (the offline demo's random one) needs the U-Net to add positions (docs/text_tokens.md).
+    c.model.text_positions = False
     # Rematerialised res blocks in the paper SR configs; not in base64, where the TPU
     # compiler found the step without remat faster (8 v4 chips, 8 per chip: 238 vs 250 ms
     # bound) for 0.9 GiB more (11.7 of 32 GiB per chip; docs/tpu_compile.md).

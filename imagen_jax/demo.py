@@ -149,14 +149,29 @@ def shapesbench(cascade, out_dir: str, num_prompts: int, seed: int) -> list:
               "sampling", unit="stage batch") as bar:
         outputs = generate(cascade, prompts, seed=seed, batch_size=batch,
                            progress=lambda _: bar.update(1))
-    base = score_shapesbench(outputs[0], prompts, os.path.join(out_dir, "base_stage"),
-                             "ShapesBench, base stage alone",
-                             note="The base stage's own samples, before super-resolution.")
+    return score_base_and_final(outputs, prompts, out_dir)
+
+
+def score_base_and_final(outputs: Sequence[Any], prompts: Sequence[str], out_dir: str, *,
+                         label: str = "[demo]", base_name: str = "base stage",
+                         extra: dict | None = None) -> list:
+    """Scores the first stage's own samples (under out_dir/base_stage) and the final
+    images (under out_dir), prints both tables and one line comparing them; returns
+    [final, base] report_page.ScoredImages (only [final] for a one-stage cascade)."""
+    final = None
+    scored = []
+    if len(outputs) > 1:
+        scored.append(score_shapesbench(
+            outputs[0], prompts, os.path.join(out_dir, "base_stage"),
+            f"ShapesBench, {base_name} alone", extra=extra,
+            note=f"The {base_name}'s own samples, before super-resolution."))
     final = score_shapesbench(outputs[-1], prompts, out_dir, "ShapesBench, final images",
-                              note="What the whole cascade draws.")
-    print(f"[demo] single-object colour+shape: base stage {colour_shape(base.summary):.1%}, "
-          f"final {colour_shape(final.summary):.1%}", flush=True)
-    return [final, base]
+                              extra=extra, note="What the whole cascade draws.")
+    if scored:
+        print(f"{label} single-object colour+shape: {base_name} "
+              f"{colour_shape(scored[0].summary):.1%}, final {colour_shape(final.summary):.1%}",
+              flush=True)
+    return [final, *scored]
 
 
 def write_index(workdir: str, title: str, grids: Sequence[str], scored: Sequence[Any],

@@ -1,4 +1,4 @@
-"""Embeddings of scalar conditioning (noise level, augmentation level)."""
+"""Embeddings of scalar conditioning (noise level, augmentation level) and of token positions."""
 
 from __future__ import annotations
 
@@ -18,6 +18,13 @@ def sinusoidal_embedding(x: jnp.ndarray, dim: int, max_period: float = 10_000.0)
     freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
     angles = x.astype(jnp.float32)[:, None] * freqs[None, :]
     return jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
+
+
+def text_position_embedding(length: int, dim: int) -> jnp.ndarray:
+    """Fixed sin/cos codes of token indices 0..length-1, shaped [length, dim]: what a
+    set-reader of text (cross-attention, attention pooling) needs to tell word order
+    when the encoder's outputs carry none (a random frozen T5; docs/text_tokens.md)."""
+    return sinusoidal_embedding(jnp.arange(length), dim)
 
 
 class NoiseLevelEmbedding(nn.Module):

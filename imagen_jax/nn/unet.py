@@ -36,7 +36,7 @@ import jax.numpy as jnp
 
 from imagen_jax.nn.attention import ATTENTION_MODES, AttentionPool, ImageTextAttention
 from imagen_jax.nn.block_scan import scan_res_blocks
-from imagen_jax.nn.embeddings import NoiseLevelEmbedding
+from imagen_jax.nn.embeddings import NoiseLevelEmbedding, text_position_embedding
 from imagen_jax.nn.partitioning import Conv, group_norm, param_with_axes
 from imagen_jax.nn.resblock import ResNetBlock
 
@@ -60,6 +60,12 @@ class UNetConfig:
     attention_hidden_mult: int = 1  # the SR models' attention is 2x wider than the block
     cond_dim: int = 128  # width of the noise-level / pooled-text embedding
     text_dim: int = 32  # width of the incoming text embeddings (4096 for T5-XXL)
+    # Add a fixed sinusoid of each token's index to the text before the U-Net reads it.
+    # Off for a pretrained T5, whose outputs already carry context and order; on for the
+    # offline demo's random frozen T5, whose outputs are nearly order-free bags of words
+    # (docs/text_tokens.md), so "a red circle above a blue square" and "a blue circle
+    # above a red square" would look almost the same to cross-attention.
+    text_positions: bool = False
     in_channels: int = 3
     out_channels: int = 3
     lowres_cond: bool = False  # SR: concatenate the resized low-res image to z
@@ -127,8 +133,11 @@ class UNet(nn.Module):
         null = self.param("null_text", param_with_axes(nn.initializers.normal(0.02),
                                                        (None, "text_embed")),
                           (1, cfg.text_dim))
-        text = jnp.concatenate([jnp.broadcast_to(null, (b, 1, cfg.text_dim)),
-                                text.astype(jnp.float32)], axis=1).astype(dtype)
+        text = text.astype(jnp.float32)
+        if cfg.text_positions:
+            text = text + text_position_embedding(text.shape[1], cfg.text_dim)[None]
+        text = jnp.concatenate([jnp.broadcast_to(null, (b, 1, cfg.text_dim)), text],
+                               axis=1).astype(dtype)
         text_mask = jnp.concatenate([jnp.ones((b, 1), bool), text_mask.astype(bool)], axis=1)
 
         # CombineEmbs: noise level + pooled text (+ augmentation level).

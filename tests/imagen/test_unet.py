@@ -82,6 +82,21 @@ def test_text_changes_output_but_masked_tokens_do_not(cfg):
     assert bool(jnp.isfinite(run(text, jnp.zeros_like(mask))).all())
 
 
+@pytest.mark.parametrize("positions", [False, True])
+def test_word_order_reaches_the_model_only_with_text_positions(positions):
+    # Cross-attention and the attention pool read the text as a set: without position
+    # codes, reordering the valid tokens changes nothing (to float32 rounding); with
+    # them (the offline demo's random T5, docs/text_tokens.md) order is visible.
+    cfg = dataclasses.replace(TINY, text_positions=positions)
+    params = _randomised(init_unet(cfg, jax.random.PRNGKey(0), 16))
+    text, mask = _text(valid=4)
+    z = jax.random.normal(jax.random.PRNGKey(3), (2, 16, 16, 3))
+    run = jax.jit(lambda t: UNet(cfg).apply({"params": params}, z, jnp.full((2,), 1.0), t, mask))
+    reordered = text[:, jnp.array([2, 0, 3, 1, 4, 5])]
+    difference = float(jnp.abs(run(reordered) - run(text)).max())
+    assert (difference > 1e-3) if positions else (difference < 1e-4)
+
+
 def test_noise_augmentation_level_reaches_the_model():
     params = _randomised(init_unet(TINY_SR, jax.random.PRNGKey(0), 16))
     text, mask = _text()

@@ -205,12 +205,15 @@ def main(argv):
     base_plan += [("threshold", mode, Overrides(guidance=w_high, threshold=mode))
                   for mode in ("none", "static", "dynamic")]
     results: dict[str, list] = {"guidance": [], "threshold": [], "noise_aug": []}
-    demo_base = None
+    demo_base, done = None, {}
     for table, name, over in tqdm(base_plan, desc="ablations: base rows", unit="row"):
         entry = dataclasses.replace(base_default, sampling=stage_sampling(base_config, over))
-        images, rows, row = _base_row(entry, text, prompts, seed, batch, samples)
-        row["settings"] = dataclasses.asdict(over)
-        row["threshold_mode"] = entry.sampling.settings.threshold
+        key = repr(entry.sampling)  # w = 12 static is in both tables: sampled once
+        if key not in done:
+            done[key] = _base_row(entry, text, prompts, seed, batch, samples)
+        images, rows, row = done[key]
+        row = {**row, "settings": dataclasses.asdict(over),
+               "threshold_mode": entry.sampling.settings.threshold}
         results[table].append((name, row))
         if table == "guidance" and over.guidance == w_demo:
             demo_base = (images, rows, row)

@@ -48,10 +48,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.image_size, c.lowres_size = 32, 0
         c.model.channels = (32, 32, 64)
         c.model.attention = ("none", "self_cross", "self_cross")
-        # docs/learning_curve.md: single-object colour+shape 50% at 1,200 steps, 92% at
-        # 3,600 (6 min of this stage on 2 cores), 100% by 7,200; the base stage is
-        # where the demo's minutes pay (the whole demo stays near 10 minutes).
-        c.train.steps = 3600
+        # docs/learning_curve.md (60 minutes of this stage on 2 cores): single-object
+        # colour+shape 92% at 2,400-3,000 steps, >= 96% from 5,400 on; count and
+        # relation prompts plateau well below their targets whatever the length. 3,000
+        # steps (8.4 min on the slower of the 2-core machines measured) keep the whole
+        # demo within 15 minutes there.
+        c.train.steps = 3000
         # Static thresholding at w = 8 (docs/sampler_sweep.md): dynamic thresholding
         # divides a guided x0 by its 99.5th-percentile |x0|, which here is set by the
         # overshooting object pixels, so the light background (0.88 in [-1, 1]) is

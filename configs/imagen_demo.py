@@ -51,8 +51,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         # docs/learning_curve.md (60 minutes of this stage on 2 cores): single-object
         # colour+shape 92% at 2,400-3,000 steps, >= 96% from 5,400 on; count and
         # relation prompts plateau well below their targets whatever the length. 3,000
-        # steps (8.4 min on the slower of the 2-core machines measured) keep the whole
-        # demo within 15 minutes there.
+        # steps: 9.7 min on the slower of the 2-core machines measured (the whole demo
+        # 17 min there, README), ~5 min on the faster one.
         c.train.steps = 3000
         # Static thresholding at w = 8 (docs/sampler_sweep.md): dynamic thresholding
         # divides a guided x0 by its 99.5th-percentile |x0|, which here is set by the

@@ -6,9 +6,11 @@ CLIP, the diffusion prior and a 32 px decoder, plus a 32 -> 64 upsampler.
 
 ARG: 'clip', 'prior', 'decoder' or 'upsampler'. Each starts from configs/unclip.py's
 tiny variant (the paper configs' code paths). The decoder's U-Net, resolution,
-batch, steps and loss are those of the Imagen demo's base stage
+batch and loss are those of the Imagen demo's base stage
 (configs/imagen_demo.py), so the two can be compared at equal guidance; only the
 conditioning differs (CLIP image embedding + CLIP token states vs frozen T5).
+Steps: the four stages share the 15 minutes the demo may take on a 2-core CPU
+(README, unCLIP section: each stage's seconds as measured).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.model = ml_collections.ConfigDict(CLIP)
         c.image_size = 32
         c.train.batch_size = 64  # contrastive: more negatives per step
-        c.train.steps = 1500
+        c.train.steps = 1000
         c.train.learning_rate = 1e-3
     elif name == "prior":
         c.model = ml_collections.ConfigDict(dict(
@@ -47,7 +49,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             max_text_len=CLIP["max_length"], width=128, layers=4, heads=4))
         c.image_size = 32  # the images CLIP embeds
         c.train.batch_size = 64
-        c.train.steps = 2000
+        c.train.steps = 1200
         c.train.learning_rate = 1e-3
         c.sample.steps = 64  # the paper's strided 64 steps
     elif name == "decoder":
@@ -72,7 +74,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.model.attention = ("none",) * 4
         c.diffusion.train_crop = 32  # a quarter of the area (half the side) of 64 px
         c.train.batch_size = 16
-        c.train.steps = 1000
+        c.train.steps = 700
         c.train.learning_rate = 2e-3
         c.sample.steps = 25
     if name in ("decoder", "upsampler"):

@@ -81,6 +81,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         # 0, 25 steps), 65.4% (eta 1, 25), 88.5% (eta 1, 50) against 92.3% for the
         # base stage's own samples.
         c.sample.eta = 1.0
+        # No noise-conditioning augmentation (Imagen's a ~ U(0, 0.5) elsewhere): fed the
+        # same base samples, the SR stage trained with it turned 24% of the right
+        # single-object images wrong, the one trained without it 4%; its output sat
+        # twice as far from its low-res input, with no fewer artefacts
+        # (docs/ablations.md, table 3).
+        c.diffusion.max_aug_level = 0.0
         c.log.title = "super-resolution 32 -> 64 px"
     c.train.batch_size = 16
     # v-prediction with min-SNR-5 loss weights (Hang et al. 2023) instead of the paper's

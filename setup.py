@@ -40,6 +40,9 @@ TEST_REQUIRES = [
     "torch==2.13.0",
     "transformers>=5,<6",
     "safetensors>=0.4",
+    # tests/diffusion/test_dpm_solver.py: DPM-Solver++ step for step against diffusers'
+    # DPMSolverMultistepScheduler (the test uses only its scheduler, on CPU torch).
+    "diffusers>=0.30,<1",
     # libtpu, the TPU compiler: tests/parallel/test_tpu_compile.py compiles a train step
     # for a TPU topology on a machine without one (benchmarks/tpu_compile.py's path).
     # The extra pins libtpu to the installed jax's release.

@@ -23,7 +23,10 @@ import time
 
 from absl import app, flags
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from shapes_scores import COLUMNS, pct, scores  # noqa: E402  (benchmarks/ on the path)
 
 _DEMO_DIR = flags.DEFINE_string("demo_dir", "runs/demo", "imagen_jax.demo's workdir.")
 _OUT = flags.DEFINE_string("out", "docs/sampler_sweep.md", "Markdown (JSON next to it).")
@@ -51,27 +54,6 @@ SETTINGS = (
     ("static, base w 8, SR w 1", dict(threshold="static", guidance=8.0),
      dict(threshold="static", guidance=1.0)),
 )
-COLUMNS = (("single", "colour"), ("single", "colour_shape"), ("count", "count"),
-           ("relation", "relation"), ("all", "whole"))
-
-
-def _scores(images, prompts: list[str]) -> dict:
-    import numpy as np
-
-    from imagen_jax.evaluate.shapesbench import score_images
-    from imagen_jax.image_io import to_uint8
-
-    if images.shape[1] < 64:  # the scorer's detector is validated at 64 px
-        factor = 64 // images.shape[1]
-        images = images.repeat(factor, 1).repeat(factor, 2)
-    _, summary = score_images(list(to_uint8(images)), prompts)
-    row = {f"{kind}: {cat}": (summary[kind][cat]["accuracy"] if kind in summary else None)
-           for kind, cat in COLUMNS}
-    row["median pixel"] = float(np.median(images))
-    row["n single"] = summary.get("single", {}).get("n", 0)
-    return row
-
-
 def measure(demo_dir: str, prompts: list[str], seed: int) -> list[dict]:
     from imagen_jax.cascade import Cascade
     from imagen_jax.sample_cascade import Overrides, generate, load_stage
@@ -83,16 +65,12 @@ def measure(demo_dir: str, prompts: list[str], seed: int) -> list[dict]:
         sr = load_stage(os.path.join(demo_dir, "sr"), Overrides(**sr_over))
         base_images, final = generate(Cascade(base.text_encoder, [base, sr]), prompts,
                                       seed=seed, batch_size=min(48, len(prompts)))
-        row = {"setting": name, "base": _scores(base_images, prompts),
-               "final": _scores(final, prompts),
+        row = {"setting": name, "base": scores(base_images, prompts),
+               "final": scores(final, prompts),
                "seconds": round(time.perf_counter() - start, 1)}
         print(json.dumps(row), flush=True)
         rows.append(row)
     return rows
-
-
-def _pct(value) -> str:
-    return "-" if value is None else f"{100 * value:.1f}%"
 
 
 def markdown(rows: list[dict], header: str) -> str:
@@ -104,7 +82,7 @@ def markdown(rows: list[dict], header: str) -> str:
             r = row[which]
             label = "base stage (32 px)" if which == "base" else "final (64 px)"
             lines.append(f"| {row['setting'] if which == 'base' else ''} | {label} | "
-                         + " | ".join(_pct(r[c]) for c in cols)
+                         + " | ".join(pct(r[c]) for c in cols)
                          + f" | {r['median pixel']:.3f} |")
     return "\n".join(lines) + "\n"
 

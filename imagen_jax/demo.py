@@ -135,9 +135,12 @@ def colour_shape(summary: dict) -> float:
     return summary["single"]["colour_shape"]["accuracy"] if "single" in summary else 0.0
 
 
-def shapesbench(cascade, out_dir: str, num_prompts: int, seed: int) -> list:
+def shapesbench(cascade, out_dir: str, num_prompts: int, seed: int,
+                clip_dir: str | None = None) -> tuple[list, str]:
     """The held-out prompts through the cascade, scored twice: the base stage's own
-    samples (under out_dir/base_stage) and the final images (under out_dir)."""
+    samples (under out_dir/base_stage) and the final images (under out_dir); and the
+    final images' CLIP score under the CLIP in `clip_dir` (when it exists). Returns
+    (scored, the CLIP score's line)."""
     from tqdm import tqdm
 
     from imagen_jax.evaluate.shapesbench import shapesbench_prompts
@@ -149,7 +152,34 @@ def shapesbench(cascade, out_dir: str, num_prompts: int, seed: int) -> list:
               "sampling", unit="stage batch") as bar:
         outputs = generate(cascade, prompts, seed=seed, batch_size=batch,
                            progress=lambda _: bar.update(1))
-    return score_base_and_final(outputs, prompts, out_dir)
+    scored = score_base_and_final(outputs, prompts, out_dir)
+    if clip_dir and os.path.isfile(os.path.join(clip_dir, "config.json")):
+        from imagen_jax.evaluate.clip_score import load_clip_for_scoring
+        line = report_clip_score(load_clip_for_scoring(clip_dir), outputs[-1], prompts,
+                                 out_dir, clip_dir)
+    else:
+        line = (f"CLIP score: not measured (no CLIP at {clip_dir or '--clip_dir'}; "
+                "python -m unclip_jax.demo trains one)")
+        print(f"[demo] {line}", flush=True)
+    return scored, line
+
+
+def report_clip_score(clip: Any, images: Any, prompts: Sequence[str], out_dir: str,
+                      clip_name: str, label: str = "[demo]") -> str:
+    """The final images' CLIP score (imagen_jax.evaluate.clip_score): printed, written
+    to out_dir/clip_score.json, and returned as one line for index.html."""
+    import numpy as np
+
+    from imagen_jax.evaluate.clip_score import clip_score
+
+    result = clip_score(clip, np.asarray(images), prompts)
+    result["clip"] = clip_name
+    with open(os.path.join(out_dir, "clip_score.json"), "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=1)
+    line = (f"CLIP score of the final images ({result['n']} prompts, CLIP {clip_name}): "
+            f"mean cosine {result['clip_score']:.4f}")
+    print(f"{label} {line}", flush=True)
+    return line
 
 
 def score_base_and_final(outputs: Sequence[Any], prompts: Sequence[str], out_dir: str, *,
@@ -186,7 +216,8 @@ def write_index(workdir: str, title: str, grids: Sequence[str], scored: Sequence
 
 
 def run_demo(workdir: str, *, quick: bool = False, base_steps: int | None = None,
-             sr_steps: int | None = None, eval_prompts: int = 96, seed: int = 0) -> dict:
+             sr_steps: int | None = None, eval_prompts: int = 96, seed: int = 0,
+             clip_dir: str | None = None) -> dict:
     from imagen_jax.sample_cascade import load_cascade
 
     start = time.perf_counter()
@@ -195,12 +226,13 @@ def run_demo(workdir: str, *, quick: bool = False, base_steps: int | None = None
     workdirs = train_stages(workdir, configs)
     cascade = load_cascade([workdirs["base"], workdirs["sr"]])
     grids = sample_grids(cascade, os.path.join(workdir, "samples"), seed)
-    scored = shapesbench(cascade, os.path.join(workdir, "shapesbench"),
-                         min(eval_prompts, 24) if quick else eval_prompts, seed)
+    scored, clip_line = shapesbench(cascade, os.path.join(workdir, "shapesbench"),
+                                    min(eval_prompts, 24) if quick else eval_prompts, seed,
+                                    clip_dir)
     elapsed = time.perf_counter() - start
     page = write_index(workdir, "imagen-jax demo: the tiny Imagen cascade", grids, scored, [
         f"Base stage {configs['base'].train.steps} steps, SR stage "
-        f"{configs['sr'].train.steps} steps, seed {seed}, {elapsed:.0f} s."])
+        f"{configs['sr'].train.steps} steps, seed {seed}, {elapsed:.0f} s.", clip_line])
     print(f"[demo] done in {elapsed:.0f} s. Open:\n"
           f"[demo]   {page}  (grids, ShapesBench, every prompt's image with its marks)\n"
           + "".join(f"[demo]   {g}\n" for g in grids)
@@ -223,7 +255,7 @@ def main(argv):
     f = flags.FLAGS
     try:
         run_demo(f.workdir, quick=f.quick, base_steps=f.base_steps, sr_steps=f.sr_steps,
-                 eval_prompts=f.eval_prompts, seed=f.seed)
+                 eval_prompts=f.eval_prompts, seed=f.seed, clip_dir=f.clip_dir)
     except (ConfigError, ValueError, FileNotFoundError, FloatingPointError) as e:
         sys.exit(f"error: {e}")
 
@@ -243,6 +275,9 @@ def _define_flags() -> None:
     flags.DEFINE_integer("base_steps", None, "Base-stage train steps (default: "
                          "configs/imagen_demo.py).")
     flags.DEFINE_integer("sr_steps", None, "SR-stage train steps (default: config).")
+    flags.DEFINE_string("clip_dir", os.path.join("runs", "unclip_demo", "clip"),
+                        "CLIP for the CLIP score (an unclip.clip run or a Hugging Face "
+                        "CLIPModel directory); skipped where there is none.")
 
 
 def quiet_native_logs() -> str:

@@ -20,6 +20,7 @@ from imagen_jax.checks import (check_aug_level, check_output_dir, check_positive
 from imagen_jax.config_sections import SAMPLER_FIELDS, sampler_settings
 from imagen_jax.cascade import Cascade, CascadeStage, StageSampling
 from imagen_jax.diffusion import SamplerSettings, check_guidance
+from imagen_jax.stages import SAMPLING_DTYPES, with_sampling_dtype
 from imagen_jax.text.tokenizer import check_prompts
 
 
@@ -34,16 +35,22 @@ class Overrides:
     threshold: str | None = None
     percentile: float | None = None
     aug_level: float | None = None
+    strength: float | None = None  # image-to-image
+    resample_rounds: int | None = None  # inpainting (RePaint)
+    dtype: str | None = None  # 'bfloat16': parameters and activations cast for sampling
 
     def __post_init__(self) -> None:
         """Checks the given options at once, before any stage is loaded or compiled."""
         given = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
-        settings = {k: v for k, v in given.items() if k not in ("guidance", "aug_level")}
+        settings = {k: v for k, v in given.items() if k not in ("guidance", "aug_level",
+                                                                 "dtype")}
         SamplerSettings(**settings)  # its defaults stand in for the options not given
         if "guidance" in given:
             check_guidance(self.guidance)
         if "aug_level" in given:
             check_aug_level(self.aug_level)
+        if self.dtype is not None and self.dtype not in SAMPLING_DTYPES:
+            raise ValueError(f"dtype must be one of {SAMPLING_DTYPES}, got {self.dtype!r}")
 
 
 def stage_sampling(config: Any, overrides: Overrides) -> StageSampling:
@@ -51,6 +58,9 @@ def stage_sampling(config: Any, overrides: Overrides) -> StageSampling:
     s = config.sample
     settings = sampler_settings(s, config.diffusion.prediction,
                                 **{name: getattr(overrides, name) for name in SAMPLER_FIELDS})
+    edit = {name: getattr(overrides, name) for name in ("strength", "resample_rounds")
+            if getattr(overrides, name) is not None}
+    settings = dataclasses.replace(settings, **edit)
     pick = lambda name: s[name] if getattr(overrides, name) is None else getattr(overrides, name)
     return StageSampling(settings=settings, guidance=pick("guidance"),
                          aug_level=pick("aug_level"))
@@ -64,6 +74,7 @@ def load_stage(workdir: str, overrides: Overrides, ema: bool = True,
     from imagen_jax.train.trained import load_trained_stage
 
     config, stage, params = load_trained_stage(workdir, ema=ema, step=step)
+    stage, params = with_sampling_dtype(stage, params, overrides.dtype or "float32")
     encoder = text_encoder_from_config(config.text, workdir)
     return CascadeStage(stage, params, stage_sampling(config, overrides), text_encoder=encoder)
 
@@ -86,12 +97,57 @@ def image_filename(index: int, prompt: str) -> str:
 
 
 def load_cascade(workdirs: Sequence[str], overrides: Overrides = Overrides(),
-                 ema: bool = True) -> Cascade:
-    """The cascade of trained stages in `workdirs`, base first."""
+                 ema: bool = True, from_image: bool = False) -> Cascade:
+    """The cascade of trained stages in `workdirs`, base first (SR stages only with
+    `from_image`: they upsample a given image)."""
     if not workdirs:
         raise ValueError("no workdirs given: name the base stage's first, then each SR stage's")
     stages = [load_stage(w, overrides, ema) for w in workdirs]
-    return Cascade(stages[0].text_encoder, stages)
+    return Cascade(stages[0].text_encoder, stages, from_image=from_image)
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageInputs:
+    """What a sampling run reads besides the prompts, the same for every prompt: a
+    negative prompt, and the images of image-to-image, inpainting or upsampling
+    (file paths, read and checked before any stage is loaded)."""
+
+    negative_prompt: str | None = None
+    init_image: str | None = None  # image-to-image of the base stage (with --strength)
+    inpaint_image: str | None = None  # inpainting of the base stage ...
+    inpaint_mask: str | None = None  # ... where this image is white (generate)
+    lowres_image: str | None = None  # upsampled by SR stages only (no base stage)
+
+    def __post_init__(self) -> None:
+        if (self.inpaint_image is None) != (self.inpaint_mask is None):
+            raise ValueError("inpainting needs both --inpaint_image and --inpaint_mask")
+        edits = [n for n in ("init_image", "inpaint_image", "lowres_image") if getattr(self, n)]
+        if len(edits) > 1:
+            raise ValueError(f"give one of --init_image, --inpaint_image and --lowres_image, "
+                             f"not {edits}")
+        for name in ("init_image", "inpaint_image", "inpaint_mask", "lowres_image"):
+            path = getattr(self, name)
+            if path is not None:
+                image_io.load_image(path)  # exists, decodes, not too large: named errors now
+
+    def cascade_kwargs(self, cascade: Cascade, batch: int) -> dict:
+        """Keyword arguments of `Cascade.__call__` for a batch of `batch` prompts."""
+        kwargs: dict[str, Any] = {}
+        if self.negative_prompt is not None:
+            kwargs["negative_prompts"] = [self.negative_prompt] * batch
+        tile = lambda x: np.broadcast_to(x, (batch,) + x.shape)  # noqa: E731
+        size = cascade.stages[0].stage.image_size
+        if self.lowres_image:
+            kwargs["lowres"] = tile(image_io.load_image(self.lowres_image))
+        elif self.init_image:
+            kwargs["first_stage_edits"] = {
+                "init_image": tile(image_io.load_image(self.init_image, size))}
+        elif self.inpaint_image:
+            mask = image_io.load_image(self.inpaint_mask, size).mean(-1) > 0.0
+            kwargs["first_stage_edits"] = {
+                "inpaint_image": tile(image_io.load_image(self.inpaint_image, size)),
+                "inpaint_mask": tile(mask.astype(np.float32))}
+        return kwargs
 
 
 def iter_batches(generate_fn: Callable[[list[str], jax.Array], Sequence[Any]],
@@ -237,7 +293,8 @@ def sample_to_files(workdirs: Sequence[str], prompts: Sequence[str], out_dir: st
                     overrides: Overrides = Overrides(), seed: int = 0, ema: bool = True,
                     progress: Callable[[str], None] | None = None, batch_size: int = 16,
                     per_grid: int = 64, overwrite: bool = False,
-                    show_progress: bool = True) -> list[str]:
+                    show_progress: bool = True,
+                    inputs: ImageInputs = ImageInputs()) -> list[str]:
     """Runs the cascade of `workdirs` (base first) over `prompts` in batches of
     `batch_size` and returns the paths written.
 
@@ -248,7 +305,8 @@ def sample_to_files(workdirs: Sequence[str], prompts: Sequence[str], out_dir: st
     nothing is left to sample no stage is loaded. Each stage's labelled grid holds a
     page of at most `per_grid` prompts (fewer where a grid would pass the image-size
     limit). The output directory and every option are checked before any stage is
-    loaded. `progress` gets each stage's "stage i: HxW" message.
+    loaded. `progress` gets each stage's "stage i: HxW" message. `inputs`: a negative
+    prompt and the image of image-to-image, inpainting or upsampling, for every prompt.
     """
     prompts = check_prompts(prompts)  # before any stage is loaded
     if not prompts:
@@ -265,9 +323,11 @@ def sample_to_files(workdirs: Sequence[str], prompts: Sequence[str], out_dir: st
     grids = _GridPages(out_dir, prompts, per_grid)
     paths: list[str] = []
     if len(done) < len(prompts):
-        paths += _sample_batches(load_cascade(workdirs, overrides, ema), prompts, out_dir,
-                                 names, done, grids, seed=seed, batch_size=batch_size,
-                                 progress=progress, show_progress=show_progress)
+        cascade = load_cascade(workdirs, overrides, ema,
+                               from_image=inputs.lowres_image is not None)
+        paths += _sample_batches(cascade, prompts, out_dir, names, done, grids, seed=seed,
+                                 batch_size=batch_size, progress=progress,
+                                 show_progress=show_progress, inputs=inputs)
     # Every prompt is on disk now. Its caption list and the pages finished by an earlier
     # run whose final grid is missing (a run killed between its last PNG and the grid)
     # are rebuilt from the PNGs.
@@ -285,7 +345,8 @@ def sample_to_files(workdirs: Sequence[str], prompts: Sequence[str], out_dir: st
 
 def _sample_batches(cascade: Cascade, prompts: list[str], out_dir: str, names: list[str],
                     done: set[int], grids: _GridPages, *, seed: int, batch_size: int,
-                    progress: Callable[[str], None] | None, show_progress: bool) -> list[str]:
+                    progress: Callable[[str], None] | None, show_progress: bool,
+                    inputs: ImageInputs = ImageInputs()) -> list[str]:
     """sample_to_files' loop: the batches not all in `done`, written as each finishes."""
     paths = []
     bar = tqdm(total=len(prompts), initial=len(done), desc="sampling", unit="prompt",
@@ -297,7 +358,8 @@ def _sample_batches(cascade: Cascade, prompts: list[str], out_dir: str, names: l
             progress(message)
 
     def generate_fn(batch: list[str], key: jax.Array) -> list[Any]:
-        return cascade(batch, key, progress=stage_done)
+        return cascade(batch, key, progress=stage_done,
+                       **inputs.cascade_kwargs(cascade, len(batch)))
 
     # A batch holding some written prompts is still sampled whole (only the missing
     # PNGs are written): its images are then the ones an uninterrupted run gives.

@@ -26,9 +26,9 @@ from imagen_jax.checks import check_aug_level
 from imagen_jax.config_sections import (ConfigError, check_frozen_dtype, check_sample_section,
                                         check_super_resolution, dataclass_from_section,
                                         sampler_settings)
-from imagen_jax.diffusion import (SamplerSettings, check_guidance, classifier_free_guidance,
-                                  diffusion_loss, drop_condition, null_condition,
-                                  sample as run_sampler)
+from imagen_jax.diffusion import (Inpaint, SamplerSettings, check_guidance,
+                                  classifier_free_guidance, diffusion_loss, drop_condition,
+                                  negative_condition, null_condition, sample as run_sampler)
 from imagen_jax.diffusion.schedules import CosineSchedule, Schedule, alpha_sigma, get_schedule
 from imagen_jax.nn.unet import UNet, UNetConfig
 from imagen_jax.stage_registry import StageSpec, register
@@ -45,6 +45,53 @@ class SamplingInputs(TypedDict, total=False):
     aug_key: jax.Array  # SR: the augmentation noise's key
     image_embed: jnp.ndarray  # unCLIP decoder: CLIP image embeddings [B, E]
     z_init: jnp.ndarray  # start of the reverse process instead of fresh noise
+    negative: dict  # a negative prompt's condition, in place of null in guidance
+    init_image: jnp.ndarray  # image-to-image: the image noised to t = strength
+    inpaint_image: jnp.ndarray  # inpainting: the image whose unmasked pixels are kept
+    inpaint_mask: jnp.ndarray  # inpainting: [B, H, W, 1], 1 = generate, 0 = keep
+
+
+def edit_inputs(shape: tuple[int, ...], *, negative: dict | None = None,
+                init_image: jnp.ndarray | None = None,
+                inpaint_image: jnp.ndarray | None = None,
+                inpaint_mask: jnp.ndarray | None = None,
+                z_init: jnp.ndarray | None = None) -> SamplingInputs:
+    """The sampler inputs of negative prompts, image-to-image and inpainting, checked
+    against the output `shape` [B, H, W, C] (one line naming the bad argument)."""
+    inputs = SamplingInputs()
+    if negative:
+        inputs["negative"] = negative
+    for name, image in (("init_image", init_image), ("inpaint_image", inpaint_image),
+                        ("z_init", z_init)):
+        if image is not None:
+            if tuple(image.shape) != tuple(shape):
+                raise ValueError(f"{name} has shape {tuple(image.shape)}, the samples have "
+                                 f"{tuple(shape)}")
+            inputs[name] = jnp.asarray(image, jnp.float32)
+    if (inpaint_image is None) != (inpaint_mask is None):
+        raise ValueError("inpainting needs both inpaint_image= and inpaint_mask=")
+    if inpaint_mask is not None:
+        mask = jnp.asarray(inpaint_mask, jnp.float32)
+        if mask.ndim == len(shape) - 1:
+            mask = mask[..., None]
+        if tuple(mask.shape) not in (tuple(shape[:-1]) + (1,), tuple(shape)):
+            raise ValueError(f"inpaint_mask has shape {tuple(inpaint_mask.shape)}; expected "
+                             f"{tuple(shape[:-1])} (1 = generate, 0 = keep)")
+        inputs["inpaint_mask"] = mask
+    return inputs
+
+
+def negative_prompt_condition(text: jnp.ndarray, negative_text: jnp.ndarray | None,
+                  negative_mask: jnp.ndarray | None) -> dict | None:
+    """A negative prompt's encoding as the unconditional half's text (None: null)."""
+    if negative_text is None and negative_mask is None:
+        return None
+    if negative_text is None or negative_mask is None:
+        raise ValueError("a negative prompt needs both negative_text= and negative_mask=")
+    if negative_text.shape != text.shape:
+        raise ValueError(f"negative_text has shape {tuple(negative_text.shape)}, the prompt's "
+                         f"text has {tuple(text.shape)} (encode both with the same encoder)")
+    return {"text": negative_text, "text_mask": jnp.asarray(negative_mask).astype(bool)}
 
 
 def random_crop(images: jnp.ndarray, size: int, key: jax.Array) -> jnp.ndarray:
@@ -153,10 +200,14 @@ class BaseStage:
     def _sample_jit(self, params, text, text_mask, key, guidance, inputs: SamplingInputs,
                     settings: SamplerSettings):
         cond, uncond = self._sampling_cond(params, text, text_mask, inputs)
+        uncond = negative_condition(uncond, inputs.get("negative"))
         model_fn = lambda z, logsnr, c: self._apply(params, z, logsnr, c)
         denoise_fn = classifier_free_guidance(model_fn, cond, uncond, guidance)
+        inpaint = (Inpaint(inputs["inpaint_image"], inputs["inpaint_mask"])
+                   if "inpaint_image" in inputs else None)
         return run_sampler(denoise_fn, self.schedule, self.output_shape(text.shape[0], inputs),
-                           key, settings, z_init=inputs.get("z_init"))
+                           key, settings, z_init=inputs.get("z_init"),
+                           init_image=inputs.get("init_image"), inpaint=inpaint)
 
     def _with_prediction(self, settings: SamplerSettings) -> SamplerSettings:
         """`settings` with this stage's parameterisation (eps / v / x0)."""
@@ -176,11 +227,21 @@ class BaseStage:
 
     def sample(self, params, text: jnp.ndarray, text_mask: jnp.ndarray, key: jax.Array, *,
                settings: SamplerSettings = SamplerSettings(threshold="dynamic"),
-               guidance: float = 5.0) -> jnp.ndarray:
-        """Images [B, S, S, C] for text embeddings [B, L, D]; guidance w (1 = none)."""
+               guidance: float = 5.0, negative_text: jnp.ndarray | None = None,
+               negative_mask: jnp.ndarray | None = None, **edits: Any) -> jnp.ndarray:
+        """Images [B, S, S, C] for text embeddings [B, L, D]; guidance w (1 = none).
+
+        negative_text / negative_mask: a negative prompt's encoding (same encoder),
+        guided away from instead of the null condition. `edits` (see `edit_inputs`):
+        z_init (the initial noise), init_image (image-to-image, with
+        settings.strength), inpaint_image and inpaint_mask (1 = generate, 0 = keep).
+        """
         check_guidance(guidance)
+        negative = negative_prompt_condition(text, negative_text, negative_mask)
+        inputs = edit_inputs(self.output_shape(text.shape[0], SamplingInputs()),
+                             negative=negative, **edits)
         return self._sample_jit(params, text, text_mask, key, jnp.float32(guidance),
-                                SamplingInputs(), self._with_prediction(settings))
+                                inputs, self._with_prediction(settings))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -270,11 +331,13 @@ class SuperResolutionStage(BaseStage):
     def sample(self, params, text: jnp.ndarray, text_mask: jnp.ndarray, key: jax.Array, *,
                lowres: jnp.ndarray | None = None, aug_level: float = 0.0,
                settings: SamplerSettings = SamplerSettings(threshold="dynamic"),
-               guidance: float = 5.0) -> jnp.ndarray:
+               guidance: float = 5.0, negative_text: jnp.ndarray | None = None,
+               negative_mask: jnp.ndarray | None = None, **edits: Any) -> jnp.ndarray:
         """Upsamples `lowres` [B, h, w, C] by `scale`, any h and w (fully convolutional).
 
         `aug_level` in [0, 1] corrupts the low-res input as in training (0 = clean;
-        the paper finds 0.1-0.3 gives the best-looking samples).
+        the paper finds 0.1-0.3 gives the best-looking samples). Negative prompts and
+        `edits` (at the output size) as in `BaseStage.sample`.
         """
         if lowres is None:
             raise ValueError("super-resolution sampling needs lowres=")
@@ -285,6 +348,9 @@ class SuperResolutionStage(BaseStage):
         key, aug_key = jax.random.split(key)
         inputs = SamplingInputs(lowres=lowres, aug_level=jnp.float32(aug_level),
                                 aug_key=aug_key)
+        negative = negative_prompt_condition(text, negative_text, negative_mask)
+        inputs.update(edit_inputs(self.output_shape(text.shape[0], inputs), negative=negative,
+                                  **edits))
         return self._sample_jit(params, text, text_mask, key, jnp.float32(guidance), inputs,
                                 self._with_prediction(settings))
 
@@ -292,6 +358,27 @@ class SuperResolutionStage(BaseStage):
         lowres = batch["lowres"] if "lowres" in batch else downsample(batch["images"],
                                                                       self.scale)
         return {"lowres": lowres, "aug_level": sample.aug_level}
+
+
+SAMPLING_DTYPES = ("float32", "bfloat16")
+
+
+def with_sampling_dtype(stage: Any, params: Any, dtype: str) -> tuple[Any, Any]:
+    """(stage, params) that sample in `dtype`: the network's activations (its config's
+    compute dtype: the U-Net's, or the prior transformer's) and its floating-point
+    parameters are cast; the sampler's own arithmetic (z, x0, each update) and the
+    network's output stay float32. 'float32' returns them unchanged."""
+    if dtype not in SAMPLING_DTYPES:
+        raise ValueError(f"sampling dtype must be one of {SAMPLING_DTYPES}, got {dtype!r}")
+    if dtype == "float32":
+        return stage, params
+    for field in ("unet", "prior"):  # the stage's network config, whichever it has
+        config = getattr(stage, field, None)
+        if config is not None and hasattr(config, "dtype"):
+            stage = dataclasses.replace(stage, **{field: dataclasses.replace(config,
+                                                                             dtype=dtype)})
+    cast = lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x  # noqa
+    return stage, jax.tree.map(cast, params)
 
 
 def unbox(variables: Any) -> Any:

@@ -6,7 +6,12 @@ temperature.
           -> LN(CLS) -> projection -> z_i [B, E]
     ids [B, L], mask [B, L] -> tokens + pos -> causal transformer -> LN
           -> states [B, L, W] (the prior and decoder read these)
-          -> state at the EOS token (the last valid one) -> projection -> z_t [B, E]
+          -> state at the EOS token -> projection -> z_t [B, E]
+
+The pooled EOS position follows transformers' CLIPTextTransformer: the first token
+whose id is `eos_token_id` (legacy configs with eos_token_id 2: the largest id), or
+the last valid position for the project's own SentencePiece CLIP (`eos_token_id`
+None), whose tokenizer puts EOS there and nowhere else.
 
 Layout and names follow Hugging Face's `CLIPModel`, so a local checkpoint loads
 one to one (`unclip_jax.clip_convert`). Images come in the project's [-1, 1]
@@ -57,6 +62,11 @@ class CLIPConfig:
     image_std: tuple[float, float, float] = (0.5, 0.5, 0.5)
     logit_scale_init: float = math.log(1 / 0.07)  # CLIP's initial temperature
     dtype: str = "float32"
+    # From a checkpoint's config.json (text_config / vision_config.layer_norm_eps).
+    text_layer_norm_eps: float = LN_EPS
+    vision_layer_norm_eps: float = LN_EPS
+    # The id the text tower pools at (transformers' rule); None: the last valid token.
+    eos_token_id: int | None = None
 
     def __post_init__(self):
         if self.image_size % self.patch_size:
@@ -70,12 +80,14 @@ class CLIPConfig:
     @property
     def vision(self) -> TransformerConfig:
         return TransformerConfig(self.vision_width, self.vision_layers, self.vision_heads,
-                                 self.vision_mlp_dim, self.activation, dtype=self.dtype)
+                                 self.vision_mlp_dim, self.activation, dtype=self.dtype,
+                                 layer_norm_eps=self.vision_layer_norm_eps)
 
     @property
     def text(self) -> TransformerConfig:
         return TransformerConfig(self.text_width, self.text_layers, self.text_heads,
-                                 self.text_mlp_dim, self.activation, dtype=self.dtype)
+                                 self.text_mlp_dim, self.activation, dtype=self.dtype,
+                                 layer_norm_eps=self.text_layer_norm_eps)
 
     @property
     def num_patches(self) -> int:
@@ -111,9 +123,9 @@ class VisionTower(nn.Module):
                          (cfg.num_patches + 1, cfg.vision_width))
         x = jnp.concatenate([jnp.broadcast_to(cls.astype(x.dtype), (b, 1, cfg.vision_width)), x],
                             axis=1) + pos.astype(x.dtype)
-        x = layer_norm("pre_norm", dtype, LN_EPS)(x)
+        x = layer_norm("pre_norm", dtype, cfg.vision_layer_norm_eps)(x)
         x = Transformer(cfg.vision, name="transformer")(x)
-        return layer_norm("post_norm", dtype, LN_EPS)(x[:, 0])
+        return layer_norm("post_norm", dtype, cfg.vision_layer_norm_eps)(x[:, 0])
 
 
 class TextTower(nn.Module):
@@ -137,12 +149,26 @@ class TextTower(nn.Module):
                          (cfg.max_length, cfg.text_width))
         x = x + pos[:length].astype(x.dtype)
         x = Transformer(cfg.text, name="transformer")(x, causal_mask(length))
-        x = layer_norm("final_norm", dtype, LN_EPS)(x)
-        # The EOS token closes every caption, so it is the last valid position; an
-        # empty caption (no valid token) pools position 0.
-        eos = jnp.maximum(jnp.sum(mask.astype(jnp.int32), axis=1) - 1, 0)
+        x = layer_norm("final_norm", dtype, cfg.text_layer_norm_eps)(x)
+        eos = eos_position(ids, mask, cfg.eos_token_id)
         pooled = jnp.take_along_axis(x, eos[:, None, None], axis=1)[:, 0]
         return x, pooled
+
+
+def eos_position(ids: jnp.ndarray, mask: jnp.ndarray, eos_token_id: int | None
+                 ) -> jnp.ndarray:
+    """[B] int: the position the text tower pools, as transformers chooses it.
+
+    eos_token_id 2 (configs from before transformers PR #24773): the largest id, which
+    is EOS in CLIP's vocabulary. Another id: its first occurrence (position 0 if the
+    caption has none, as argmax over all-False gives). None (the project's SentencePiece
+    CLIP): the last valid position, where its tokenizer puts EOS; 0 for an empty caption.
+    """
+    if eos_token_id is None:
+        return jnp.maximum(jnp.sum(mask.astype(jnp.int32), axis=1) - 1, 0)
+    if eos_token_id == 2:
+        return jnp.argmax(ids.astype(jnp.int32), axis=-1)
+    return jnp.argmax(ids == eos_token_id, axis=-1)
 
 
 class CLIP(nn.Module):

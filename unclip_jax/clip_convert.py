@@ -8,8 +8,11 @@ tensors the config does not account for refused, pickles never opened.
 Layout changes: torch Linear [out, in] -> Flax [in, out] with q/k/v split per head
 ([W, heads, head_dim]) and the output projection [heads, head_dim, W]; the patch
 convolution [W, 3, p, p] becomes a dense layer over row-major (p, p, 3) patches.
-The text tower pools the last valid token, which is where CLIP's tokenizer puts
-EOS; Hugging Face finds the same position by the EOS id.
+The text tower pools at the EOS id of config.json as transformers does (the first
+EOS token, or the largest id for legacy configs whose eos_token_id is 2), and each
+tower's LayerNorm epsilon is read from config.json (transformers' default 1e-5 when
+absent): a checkpoint with another epsilon gives transformers' embeddings, not
+silently different ones.
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ import numpy as np
 from imagen_jax.hf_checkpoint import (ConversionTable, check_model_type, convert_by_table,
                                         open_checkpoint, param_dtype, param_shapes)
 from unclip_jax.clip import CLIP, OPENAI_MEAN, OPENAI_STD, CLIPConfig
+from unclip_jax.transformer import LN_EPS
+
+HF_CLIP_EOS = 49407  # transformers' CLIPTextConfig default eos_token_id
 
 _BUFFERS = ("text_model.embeddings.position_ids", "vision_model.embeddings.position_ids")
 _HF_ACTIVATIONS = {"quick_gelu": "quick_gelu", "gelu": "gelu"}
@@ -35,6 +41,12 @@ def _hf_activation(value: str, where: str) -> str:
         raise ValueError(f"{where}.hidden_act {value!r} is not supported; expected one of "
                          f"{sorted(_HF_ACTIVATIONS)}")
     return _HF_ACTIVATIONS[value]
+
+
+def _eos_id(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"text_config.eos_token_id must be one integer id, got {value!r}")
+    return value
 
 
 def config_from_hf(hf: dict, preprocessor: dict | None = None, dtype: str = "float32"
@@ -59,7 +71,10 @@ def config_from_hf(hf: dict, preprocessor: dict | None = None, dtype: str = "flo
             activation=t_act,
             image_mean=tuple(pre.get("image_mean", OPENAI_MEAN)),
             image_std=tuple(pre.get("image_std", OPENAI_STD)),
-            logit_scale_init=hf.get("logit_scale_init_value", 2.6592), dtype=dtype)
+            logit_scale_init=hf.get("logit_scale_init_value", 2.6592), dtype=dtype,
+            text_layer_norm_eps=float(text.get("layer_norm_eps", LN_EPS)),
+            vision_layer_norm_eps=float(vision.get("layer_norm_eps", LN_EPS)),
+            eos_token_id=_eos_id(text.get("eos_token_id", HF_CLIP_EOS)))
     except KeyError as err:
         raise ValueError(f"CLIP config.json lacks {err}") from None
 

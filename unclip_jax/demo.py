@@ -84,8 +84,8 @@ def generate_batched(pipe, prompts: Sequence[str], seed: int, batch: int = 48
 
 def run_demo(workdir: str, *, quick: bool = False, upsampler: bool = True,
              steps: dict[str, int] | None = None, eval_prompts: int = 96, seed: int = 0) -> dict:
-    from imagen_jax.demo import (demo_prompts, save_demo_grids, score_base_and_final,
-                                 train_stages, write_index)
+    from imagen_jax.demo import (demo_prompts, report_clip_score, save_demo_grids,
+                                 score_base_and_final, train_stages, write_index)
     from imagen_jax.evaluate.shapesbench import shapesbench_prompts
     from unclip_jax.pipeline import load_pipeline
 
@@ -109,16 +109,20 @@ def run_demo(workdir: str, *, quick: bool = False, upsampler: bool = True,
     print(f"[unclip demo] grids: {', '.join(grids)}", flush=True)
 
     test_prompts = shapesbench_prompts(min(eval_prompts, 24) if quick else eval_prompts)
-    scored = score_base_and_final(generate_batched(pipe, test_prompts, seed), test_prompts,
-                                  os.path.join(workdir, "shapesbench"), label="[unclip demo]",
-                                  base_name="decoder", extra={"clip_retrieval": retrieval})
+    outputs = generate_batched(pipe, test_prompts, seed)
+    scored = score_base_and_final(outputs, test_prompts, os.path.join(workdir, "shapesbench"),
+                                  label="[unclip demo]", base_name="decoder",
+                                  extra={"clip_retrieval": retrieval})
+    clip_line = report_clip_score(pipe.clip, outputs[-1], test_prompts,
+                                  os.path.join(workdir, "shapesbench"), workdirs["clip"],
+                                  label="[unclip demo]")
     elapsed = time.perf_counter() - start
     steps = ", ".join(f"{name} {c.train.steps}" for name, c in configs.items())
     page = write_index(workdir, "imagen-jax demo: the tiny unCLIP stack", grids, scored, [
         f"Train steps: {steps}; seed {seed}; {elapsed:.0f} s.",
         f"CLIP zero-shot retrieval on {retrieval['n']} test examples: image->text "
         f"{retrieval['image_to_text_top1']:.1%}, text->image {retrieval['text_to_image_top1']:.1%}"
-        f" (chance {retrieval['chance']:.1%})."])
+        f" (chance {retrieval['chance']:.1%}).", clip_line])
     print(f"[unclip demo] done in {elapsed:.0f} s. Open:\n[unclip demo]   {page}\n"
           + "".join(f"[unclip demo]   {g}\n" for g in grids), end="", flush=True)
     summary = scored[0]

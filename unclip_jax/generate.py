@@ -9,6 +9,14 @@ Every stage is a training workdir of `imagen_jax.main`; PNG strips go to --out_d
         --images=a.png --images=b.png --frames=8 --noise=fixed
     python -m unclip_jax.generate textdiff --decoder=RUNS/decoder --images=a.png \
         --source="a red circle" --target="a blue circle" --thetas=0,0.1,0.2,0.3,0.4,0.5
+    python -m unclip_jax.generate sample --decoder=RUNS/decoder --prior=RUNS/prior \
+        --prompts="one red circle" --negative_prompt="a blue square"
+    python -m unclip_jax.generate upsample --decoder=RUNS/decoder --upsampler=RUNS/up256 \
+        --images=small.png --aug_level=0.1
+
+Variations and text diffs decode the input image's DDIM-inverted x_T, as the paper
+does (--latent=inverted; variations with DDIM --eta > 0); --latent=fresh decodes from
+fresh noise instead.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ import numpy as np
 from imagen_jax import image_io
 from imagen_jax.checks import check_output_dir
 
-MODES = ("sample", "variations", "invert", "interpolate", "textdiff")
+MODES = ("sample", "variations", "invert", "interpolate", "textdiff", "upsample")
 
 @dataclasses.dataclass(frozen=True)
 class GenerateOptions:
@@ -47,6 +55,10 @@ class GenerateOptions:
     steps: int | None = None
     guidance: float | None = None
     seed: int = 0
+    negative_prompt: str | None = None
+    latent: str = "inverted"  # variations' and text diffs' x_T: 'inverted' or 'fresh'
+    eta: float = 0.5  # variations from the inverted latent: DDIM eta
+    aug_level: float = 0.0  # upsample: noise-conditioning augmentation
 
 
 def _pipeline(options: GenerateOptions):
@@ -91,14 +103,17 @@ def run(mode: str, options: GenerateOptions) -> list[str]:
     if mode == "sample":
         if not options.prompts:
             raise ValueError("sample needs --prompts")
-        outputs = pipe.generate(list(options.prompts), key)
+        negative = (None if options.negative_prompt is None
+                    else [options.negative_prompt] * len(options.prompts))
+        outputs = pipe.generate(list(options.prompts), key, negative_prompts=negative)
         from imagen_jax.sample_cascade import write_captioned_pngs
         write_captioned_pngs(np.asarray(outputs[-1]), options.prompts,
                              os.path.join(options.out_dir, "images"))
         return _write(options, outputs, list(options.prompts), "sample")
     if mode == "variations":
         images = _images(options, pipe)
-        outputs = pipe.variations(images, options.num, key)
+        outputs = pipe.variations(images, options.num, key, noise=options.latent,
+                                  eta=options.eta, steps=options.steps)
         labels = [f"{os.path.basename(p)} #{i}" for p in options.images
                   for i in range(options.num)]
         return _write(options, outputs, labels, "variations")
@@ -124,12 +139,23 @@ def run(mode: str, options: GenerateOptions) -> list[str]:
             raise ValueError("textdiff needs --source and --target captions")
         image = _images(options, pipe, 1)[0]
         thetas = [float(t) for t in options.thetas]
-        outputs, edited = pipe.text_diff(image, options.source, options.target, thetas, key)
+        outputs, edited = pipe.text_diff(image, options.source, options.target, thetas, key,
+                                         noise=options.latent, steps=options.steps)
         z_t, _, _ = pipe.clip.encode_prompts([options.target])
         cos = np.asarray(edited @ (z_t[0] / jnp.linalg.norm(z_t[0])))
         with open(os.path.join(options.out_dir, "textdiff.json"), "w", encoding="utf-8") as f:
             json.dump({"thetas": thetas, "cosine_to_target": cos.tolist()}, f, indent=1)
         return _write(options, outputs, [f"theta={t:.2f}" for t in thetas], "textdiff")
+    if mode == "upsample":
+        if not pipe.upsamplers:
+            raise ValueError("upsample needs at least one --upsampler")
+        if not options.images:
+            raise ValueError("upsample needs --images")
+        # At their own size: the upsamplers are fully convolutional.
+        images = jnp.asarray(np.stack([image_io.load_image(p) for p in options.images]))
+        outputs = pipe.upsample(images, key, aug_level=options.aug_level)
+        return _write(options, outputs, [os.path.basename(p) for p in options.images],
+                      "upsample")
     raise AssertionError(mode)  # unreachable: mode was checked against MODES
 
 
@@ -143,7 +169,8 @@ def main(argv):
             out_dir=f.out_dir, prompts=tuple(f.prompts), images=tuple(f.images), num=f.num,
             frames=f.frames, noise=f.noise, source=f.source, target=f.target,
             thetas=tuple(float(t) for t in f.thetas), steps=f.steps, guidance=f.guidance,
-            seed=f.seed)
+            seed=f.seed, negative_prompt=f.negative_prompt, latent=f.latent, eta=f.eta,
+            aug_level=f.aug_level)
         paths = run(argv[1], options)
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
@@ -170,6 +197,12 @@ def _define_flags() -> None:
     flags.DEFINE_integer("steps", None, "Decoder sampling / inversion steps.")
     flags.DEFINE_float("guidance", None, "Decoder guidance (default: its config).")
     flags.DEFINE_integer("seed", 0, "PRNG seed.")
+    flags.DEFINE_string("negative_prompt", None, "sample: guide the prior and the decoder "
+                        "away from this prompt instead of from no prompt.")
+    flags.DEFINE_enum("latent", "inverted", ["inverted", "fresh"], "variations / textdiff: "
+                      "decode from the image's DDIM-inverted x_T (the paper) or fresh noise.")
+    flags.DEFINE_float("eta", 0.5, "variations from the inverted x_T: DDIM eta in (0, 1].")
+    flags.DEFINE_float("aug_level", 0.0, "upsample: noise-conditioning augmentation level.")
 
 
 if __name__ == "__main__":

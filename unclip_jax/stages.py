@@ -29,13 +29,13 @@ from imagen_jax.config_sections import (ConfigError, check_frozen_dtype, check_s
                                         check_super_resolution, dataclass_from_section,
                                         sampler_settings)
 from imagen_jax.diffusion import (SamplerSettings, check_guidance, classifier_free_guidance,
-                                  ddim_invert, diffusion_loss, drop_condition, null_condition,
-                                  sample as run_sampler)
+                                  ddim_invert, diffusion_loss, drop_condition, negative_condition,
+                                  null_condition, sample as run_sampler)
 from imagen_jax.diffusion.schedules import CosineSchedule, Schedule, get_schedule
 from imagen_jax.nn.unet import UNetConfig
 from imagen_jax.stage_registry import StageSpec, register
 from imagen_jax.stages import (BaseStage, SamplingInputs, SuperResolutionStage, apply_model,
-                               check_batch, downsample)
+                               check_batch, downsample, edit_inputs, negative_prompt_condition)
 from unclip_jax.clip import CLIP, CLIPConfig, contrastive_loss, normalize
 from unclip_jax.conditioning import weightless_clip
 from unclip_jax.decoder import Decoder, DecoderConfig
@@ -116,10 +116,10 @@ class PriorStage:
 
     @functools.partial(jax.jit, static_argnames=("self", "settings", "best_of"))
     def _sample_jit(self, params, text, text_mask, text_embed, key, guidance,
-                    settings: SamplerSettings, best_of: int):
+                    settings: SamplerSettings, best_of: int, negative: dict | None = None):
         b = text.shape[0]
         cond = {"text": text, "text_mask": text_mask.astype(bool), "text_embed": text_embed}
-        uncond = null_condition(cond)
+        uncond = negative_condition(null_condition(cond), negative)
         tile = lambda t: jax.tree.map(lambda x: jnp.concatenate([x] * best_of), t)  # noqa
         model_fn = lambda z, logsnr, c: self._apply(params, z, logsnr, c)  # noqa: E731
         denoise = classifier_free_guidance(model_fn, tile(cond), tile(uncond), guidance)
@@ -133,14 +133,27 @@ class PriorStage:
     def sample(self, params, text: jnp.ndarray, text_mask: jnp.ndarray,
                text_embed: jnp.ndarray, key: jax.Array, *,
                settings: SamplerSettings = SamplerSettings(sampler="ddpm", steps=64),
-               guidance: float = 1.0, best_of: int = 2) -> jnp.ndarray:
-        """Unit-norm z_i [B, E] for the caption's CLIP token states and z_t."""
+               guidance: float = 1.0, best_of: int = 2,
+               negative_text: jnp.ndarray | None = None,
+               negative_mask: jnp.ndarray | None = None,
+               negative_text_embed: jnp.ndarray | None = None) -> jnp.ndarray:
+        """Unit-norm z_i [B, E] for the caption's CLIP token states and z_t.
+
+        A negative prompt (its CLIP token states, mask and z_t, all three) replaces
+        the null condition in guidance.
+        """
         if best_of < 1:
             raise ValueError(f"best_of must be at least 1, got {best_of}")
         check_guidance(guidance)
+        negative = negative_prompt_condition(text, negative_text, negative_mask)
+        if (negative is None) != (negative_text_embed is None):
+            raise ValueError("a negative prompt for the prior needs negative_text=, "
+                             "negative_mask= and negative_text_embed= together")
+        if negative is not None:  # shapes are checked by negative_condition, by name
+            negative["text_embed"] = negative_text_embed
         settings = dataclasses.replace(settings, prediction="x0", threshold="none")
         return self._sample_jit(params, text, text_mask, text_embed, key,
-                                jnp.float32(guidance), settings, best_of)
+                                jnp.float32(guidance), settings, best_of, negative)
 
     def preview(self, params, batch: Batch, key: jax.Array, sample: Any) -> None:
         return None  # the prior samples embeddings, not images
@@ -196,12 +209,18 @@ class DecoderStage(BaseStage):
         return {"image_embed": batch["image_embed"]}  # reconstructions from z_i
 
     def sample(self, params, text: jnp.ndarray, text_mask: jnp.ndarray, key: jax.Array, *,
-               image_embed: jnp.ndarray | None = None, z_init: jnp.ndarray | None = None,
+               image_embed: jnp.ndarray | None = None,
                settings: SamplerSettings = SamplerSettings(threshold="dynamic"),
-               guidance: float = 3.0) -> jnp.ndarray:
+               guidance: float = 3.0, negative_text: jnp.ndarray | None = None,
+               negative_mask: jnp.ndarray | None = None,
+               negative_image_embed: jnp.ndarray | None = None, **edits: Any) -> jnp.ndarray:
         """Images for CLIP image embeddings [B, E] (and caption states, possibly empty).
 
-        `z_init` starts the reverse process from given noise (e.g. a DDIM inversion).
+        A negative prompt is its caption states (negative_text / negative_mask) and/or
+        its image embedding (e.g. the prior's sample for it), guided away from in place
+        of the null condition. `edits` as in `BaseStage.sample`: z_init starts the
+        reverse process from given noise (e.g. a DDIM inversion), init_image is
+        image-to-image, inpaint_image / inpaint_mask inpainting.
         """
         if image_embed is None:
             raise ValueError("decoder sampling needs image_embed= (CLIP image embeddings)")
@@ -209,9 +228,12 @@ class DecoderStage(BaseStage):
         if image_embed.shape[0] != text.shape[0]:
             raise ValueError(f"image_embed has batch {image_embed.shape[0]}, text has "
                              f"{text.shape[0]}")
+        negative = negative_prompt_condition(text, negative_text, negative_mask) or {}
+        if negative_image_embed is not None:  # its shape is checked by negative_condition
+            negative["image_embed"] = negative_image_embed
         inputs = SamplingInputs(image_embed=image_embed)
-        if z_init is not None:
-            inputs["z_init"] = z_init
+        inputs.update(edit_inputs(self.output_shape(text.shape[0], inputs), negative=negative,
+                                  **edits))
         return self._sample_jit(params, text, text_mask, key, jnp.float32(guidance), inputs,
                                 self._with_prediction(settings))
 

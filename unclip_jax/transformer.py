@@ -3,10 +3,11 @@ towers and the diffusion prior.
 
     x -> x + Attention(LN(x), mask) -> x + MLP(LN(x))     (per block)
 
-This is CLIP's block exactly (biases on every projection, LayerNorm eps 1e-5,
-quick-GELU in OpenAI's checkpoints), so Hugging Face CLIP weights load into it
-one to one. Parameters carry the logical axis names of `imagen_jax.nn.partitioning`
-(embed / heads / kv / mlp / norm), so the same rules table shards it.
+This is CLIP's block exactly (biases on every projection, LayerNorm eps 1e-5 unless
+config.json says otherwise, quick-GELU in OpenAI's checkpoints), so Hugging Face
+CLIP weights load into it one to one. Parameters carry the logical axis names of
+`imagen_jax.nn.partitioning` (embed / heads / kv / mlp / norm), so the same rules
+table shards it.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from imagen_jax.nn.partitioning import Dense, DenseGeneral, layer_norm
 from imagen_jax.parallel.activations import shard_residual
 
 ACTIVATIONS = ("quick_gelu", "gelu")
-LN_EPS = 1e-5  # CLIP's LayerNorm epsilon
+LN_EPS = 1e-5  # CLIP's default LayerNorm epsilon (transformers' CLIPTextConfig)
 
 
 def activation(name: str, x: jnp.ndarray) -> jnp.ndarray:
@@ -42,8 +43,12 @@ class TransformerConfig:
     activation: str = "quick_gelu"
     dropout: float = 0.0
     dtype: str = "float32"
+    layer_norm_eps: float = LN_EPS
 
     def __post_init__(self):
+        if not self.layer_norm_eps > 0:
+            raise ValueError(f"transformer layer_norm_eps must be positive, got "
+                             f"{self.layer_norm_eps}")
         if self.width <= 0 or self.layers <= 0 or self.heads <= 0:
             raise ValueError(f"transformer width/layers/heads must be positive, got "
                              f"{self.width}/{self.layers}/{self.heads}")
@@ -85,10 +90,10 @@ class Block(nn.Module):
                  deterministic: bool = True) -> jnp.ndarray:
         cfg = self.config
         dtype = jnp.dtype(cfg.dtype)
-        h = layer_norm("norm_1", dtype, LN_EPS)(x)
+        h = layer_norm("norm_1", dtype, cfg.layer_norm_eps)(x)
         h = SelfAttention(cfg.heads, dtype, name="attention")(h, mask)
         x = x + nn.Dropout(cfg.dropout)(h, deterministic=deterministic)
-        h = layer_norm("norm_2", dtype, LN_EPS)(x)
+        h = layer_norm("norm_2", dtype, cfg.layer_norm_eps)(x)
         h = Dense(cfg.hidden, names=("embed", "mlp"), name="fc1", dtype=dtype)(h)
         h = Dense(x.shape[-1], names=("mlp", "embed"), name="fc2",
                   dtype=dtype)(activation(cfg.activation, h))

@@ -66,6 +66,28 @@ def classifier_free_guidance(model_fn: ConditionalModelFn, cond: Any, uncond: An
     return denoise_fn
 
 
+def negative_condition(uncond: dict, negative: dict | None) -> dict:
+    """The unconditional half of guidance with a negative prompt in place of null.
+
+    `negative` holds, for some keys of `uncond`, the negative prompt's encoding (e.g.
+    its text embeddings and mask); the guided prediction then extrapolates away from
+    that prompt instead of from no prompt: w * pred(z, c) + (1 - w) * pred(z, c_neg).
+    None or {} keeps the null condition, so the result is today's, bit for bit.
+    """
+    if not negative:
+        return uncond
+    out = dict(uncond)
+    for name, value in negative.items():
+        if name not in uncond:
+            raise ValueError(f"negative condition {name!r} is not an input of this model; "
+                             f"it reads {sorted(uncond)}")
+        if tuple(value.shape) != tuple(uncond[name].shape):
+            raise ValueError(f"negative {name} has shape {tuple(value.shape)}, the prompt's "
+                             f"has {tuple(uncond[name].shape)}")
+        out[name] = value.astype(uncond[name].dtype)
+    return out
+
+
 def null_condition(cond: Any) -> Any:
     """The unconditional input of classifier-free guidance: every leaf zeroed (False
     in boolean masks), which is what a dropped condition is in training."""

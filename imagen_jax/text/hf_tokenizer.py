@@ -3,7 +3,8 @@ tokenizer with the same interface as the SentencePiece `Tokenizer`.
 
 The file is read by the `tokenizers` library (Rust, no Python code from the
 checkpoint runs). Its post-processor adds the model's special tokens (CLIP:
-<|startoftext|> ... <|endoftext|>). A prompt longer than `max_length` keeps its first
+<|startoftext|> ... <|endoftext|>); a special token's text inside a prompt is read as
+plain text, never as that token. A prompt longer than `max_length` keeps its first
 `max_length - 1` tokens and its final special token, so the end-of-text token, which
 CLIP's text tower pools, stays last; truncation is flagged and logged. Padding
 positions are masked out (their id is `pad_id`). An empty prompt is all padding
@@ -40,6 +41,10 @@ class HFTokenizer:
             raise ValueError(f"{self.path}: not a Hugging Face tokenizer.json ({err})") from None
         self._tok.no_truncation()
         self._tok.no_padding()
+        # A prompt's text is never a special token: "<|endoftext|>" typed by a user is
+        # tokenized as text (transformers' split_special_tokens=True), so EOS only
+        # comes from the post-processor, where CLIP's text tower pools it.
+        self._tok.encode_special_tokens = True
         self.max_length = _check_max_length(max_length)
         self.pad_id = pad_id
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,16 +16,8 @@ from unclip_jax.conditioning import FrozenCLIP
 from unclip_jax.latents import slerp
 from unclip_jax.pipeline import TrainedStage, UnclipPipeline
 from imagen_jax.stage_registry import build_stage
+from tests.stage_helpers import random_params
 from tests.text.helpers import shape_captions
-
-
-def _random_params(stage, key, text_len, scale=0.03):
-    """Init, then perturb: zero-initialised output layers would make the models trivial."""
-    params = jax.jit(lambda k: nn.unbox(stage.init(k, text_len))["params"])(key)
-    leaves, tree = jax.tree.flatten(params)
-    keys = jax.random.split(jax.random.fold_in(key, 1), len(leaves))
-    return jax.tree.unflatten(tree, [x + scale * jax.random.normal(k, x.shape)
-                                     for x, k in zip(leaves, keys)])
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +29,7 @@ def pipeline(tmp_path_factory):
     stages = {name: build_stage(_config(name))
               for name in ("clip", "prior", "decoder64", "upsample256")}
     key = jax.random.PRNGKey(0)
-    params = {name: _random_params(stage, jax.random.fold_in(key, i), 16)
+    params = {name: random_params(stage, jax.random.fold_in(key, i), 16)
               for i, (name, stage) in enumerate(stages.items())}
     clip = FrozenCLIP(stages["clip"].clip, params["clip"], tokenizer)
     steps = SamplerSettings(sampler="ddim", steps=8)
@@ -134,3 +125,53 @@ def test_trainer_previews_of_the_unclip_stages(pipeline):
     assert upsampled.shape == (2, big, big, 3) and bool(jnp.isfinite(upsampled).all())
     assert pipeline.prior.stage.preview(pipeline.prior.params, batch, key, sample) is None
     assert build_stage(_config("clip")).preview(None, raw, key, sample) is None
+
+
+def test_negative_prompts_prior_and_decoder(pipeline):
+    """'' as every negative prompt is today's output bit for bit; the prompt itself as
+    the negative prompt gives the unguided prior (w = 1) and, in the decoder, moves the
+    output; a length mismatch is one clear error."""
+    prompts = ["one red square", "two blue circles", "a green star", "three red circles"]
+    key = jax.random.PRNGKey(6)
+    today = pipeline.generate(prompts, key)
+    null = pipeline.generate(prompts, key, negative_prompts=[""] * 4)
+    for a, b in zip(today, null):
+        np.testing.assert_array_equal(a, b)
+    moved = pipeline.generate(prompts, key, negative_prompts=["a blue star"] * 4)
+    assert float(jnp.abs(moved[0] - today[0]).max()) > 1e-3
+    with pytest.raises(ValueError, match="one per prompt"):
+        pipeline.generate(prompts, key, negative_prompts=["x"])
+    # The prior alone: negative = prompt is the w = 1 result at any guidance.
+    p = pipeline.prior
+    z_t, states, mask = pipeline.clip.encode_prompts(prompts)
+    run = lambda w, **neg: p.stage.sample(p.params, states, mask, z_t, key,  # noqa: E731
+                                          settings=p.settings, guidance=w, **neg)
+    np.testing.assert_allclose(run(4.0, negative_text=states, negative_mask=mask,
+                                   negative_text_embed=z_t), run(1.0), atol=1e-5)
+    assert float(jnp.abs(run(4.0) - run(1.0)).max()) > 1e-3
+
+
+def test_variations_and_text_diffs_decode_the_inverted_latent(pipeline):
+    """The paper's edits: a text diff at theta = 0 decodes the image's own (z_i, x_T)
+    and so reconstructs it within the inversion error; variations with DDIM eta > 0 from
+    the same latent stay nearer the image than fresh-noise decodings, and differ."""
+    images = jax.random.uniform(jax.random.PRNGKey(3), (4, 16, 16, 3), minval=-0.8, maxval=0.8)
+    steps = 50
+    x_t, z_i = pipeline.invert(images[:1], steps=steps)
+    inversion_error = float(jnp.max(jnp.abs(pipeline.reconstruct(x_t, z_i, steps=steps)
+                                            - images[:1])))
+    outputs, _ = pipeline.text_diff(images[0], "one red square", "two blue circles",
+                                    [0.0, 0.3, 0.6, 0.9], jax.random.PRNGKey(2), steps=steps)
+    err0 = float(jnp.max(jnp.abs(outputs[0][0] - images[0])))
+    assert err0 <= inversion_error + 1e-4, (err0, inversion_error)
+    assert float(jnp.max(jnp.abs(outputs[0][3] - images[0]))) > err0 + 0.05
+    fresh, _ = pipeline.text_diff(images[0], "one red square", "two blue circles",
+                                  [0.0, 0.3, 0.6, 0.9], jax.random.PRNGKey(2), noise="fresh")
+    assert float(jnp.max(jnp.abs(fresh[0][0] - images[0]))) > 0.5
+    var = pipeline.variations(images[:2], 2, jax.random.PRNGKey(8), eta=0.5, steps=steps)[0]
+    new = pipeline.variations(images[:2], 2, jax.random.PRNGKey(8), noise="fresh")[0]
+    near = float(jnp.mean(jnp.abs(var - jnp.repeat(images[:2], 2, axis=0))))
+    far = float(jnp.mean(jnp.abs(new - jnp.repeat(images[:2], 2, axis=0))))
+    assert near < far and float(jnp.max(jnp.abs(var[0] - var[1]))) > 1e-3, (near, far)
+    with pytest.raises(ValueError, match="eta must be in"):
+        pipeline.variations(images[:2], 2, jax.random.PRNGKey(8), eta=0.0)

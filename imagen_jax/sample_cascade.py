@@ -136,7 +136,8 @@ class ImageInputs:
         if self.negative_prompt is not None:
             kwargs["negative_prompts"] = [self.negative_prompt] * batch
         tile = lambda x: np.broadcast_to(x, (batch,) + x.shape)  # noqa: E731
-        size = cascade.stages[0].stage.image_size
+        size = (cascade.stages[0].stage.image_size
+                if self.init_image or self.inpaint_image else None)
         if self.lowres_image:
             kwargs["lowres"] = tile(image_io.load_image(self.lowres_image))
         elif self.init_image:

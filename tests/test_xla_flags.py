@@ -21,7 +21,7 @@ PROGRAM_DIRS = ("imagen_jax", "unclip_jax", "benchmarks")
 ENTRY_POINTS = (
     "imagen_jax/main.py", "imagen_jax/sample.py", "imagen_jax/demo.py",
     "imagen_jax/evaluate/score_shapes.py", "imagen_jax/evaluate/drawbench.py",
-    "imagen_jax/evaluate/clip_score.py", "benchmarks/fast_solver.py",
+    "imagen_jax/evaluate/clip_score.py", "benchmarks/fast_solver.py", "benchmarks/editing.py",
     "imagen_jax/data/embed_captions.py", "unclip_jax/generate.py", "unclip_jax/demo.py",
     "benchmarks/ablations.py", "benchmarks/input_pipeline.py", "benchmarks/learning_curve.py",
     "benchmarks/sampler_sweep.py", "benchmarks/sharding.py", "benchmarks/text_tokens.py", "benchmarks/unclip_diversity.py",

@@ -58,8 +58,8 @@ def clip_score(clip: Any, images: np.ndarray, prompts: Sequence[str]) -> dict:
         raise ValueError("no images to score")
     cosines = []
     for start in range(0, len(prompts), BATCH):
-        z_i = np.asarray(clip.encode_images(jnp.asarray(images[start:start + BATCH])))
-        z_t = np.asarray(clip.encode_prompts(list(prompts[start:start + BATCH]))[0])
+        z_i = np.array(clip.encode_images(jnp.asarray(images[start:start + BATCH])))
+        z_t = np.array(clip.encode_prompts(list(prompts[start:start + BATCH]))[0])
         z_i /= np.maximum(np.linalg.norm(z_i, axis=-1, keepdims=True), 1e-8)
         z_t /= np.maximum(np.linalg.norm(z_t, axis=-1, keepdims=True), 1e-8)
         cosines.append(np.sum(z_i * z_t, axis=-1))

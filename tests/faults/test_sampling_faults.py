@@ -57,7 +57,7 @@ def fake(monkeypatch, tmp_path):
     cascade = FakeCascade(str(tmp_path / "out"))
     cascade.loads = 0
 
-    def load(workdirs, overrides, ema):
+    def load(workdirs, overrides, ema, from_image=False):
         cascade.loads += 1
         return cascade
 

@@ -123,3 +123,14 @@ def test_offline_vocabulary_keeps_caption_words_whole(tmp_path):
         assert len(tokenizer.encode(word).mask[0].nonzero()[0]) == 2, word  # piece + EOS
     held_out = [example_scene("test", i).caption for i in range(300)]
     assert not tokenizer.encode(held_out).truncated.any()
+
+
+def test_special_token_text_in_a_prompt_stays_text(spiece_path):
+    """'</s>' or '<pad>' typed in a prompt is not EOS or padding: the only EOS is the
+    one the tokenizer appends (where the CLIP text tower built on it pools)."""
+    tok = Tokenizer(spiece_path, max_length=32)
+    batch = tok.encode(["a red </s> circle <pad> <unk>"])
+    n = int(batch.mask[0].sum())
+    assert batch.ids[0, n - 1] == EOS_ID
+    assert EOS_ID not in batch.ids[0, :n - 1].tolist()
+    assert PAD_ID not in batch.ids[0, :n - 1].tolist()

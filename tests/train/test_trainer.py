@@ -122,3 +122,42 @@ def test_main_then_sample_writes_pngs_of_the_cascade_sizes(cascade, tmp_path):
     assert Image.open(finals[0]).size == (64, 64)  # 16 (base) x 4 (SR)
     assert any(p.endswith("grid_16.png") for p in paths)
     assert any(p.endswith("grid_64.png") for p in paths)
+
+
+def test_sample_cli_paths_edit_images_with_trained_stages(cascade, tmp_path):
+    """imagen_jax.sample's editing options on trained stages: inpainting keeps the
+    unmasked pixels (to PNG rounding), image-to-image and a negative prompt with the
+    fast solver in bfloat16 write their PNGs, and --lowres_image runs SR stages alone."""
+    from PIL import Image
+
+    from imagen_jax import image_io
+    from imagen_jax.sample_cascade import ImageInputs
+
+    base, sr = cascade["base64"][0], cascade["sr256"][0]
+    photo = np.linspace(-0.9, 0.9, 16 * 16 * 3, dtype=np.float32).reshape(16, 16, 3)
+    image_io.save_png(photo, str(tmp_path / "photo.png"))
+    mask = np.zeros((16, 16, 3), np.float32) - 1.0
+    mask[4:12, 4:12] = 1.0  # white: generate
+    image_io.save_png(mask, str(tmp_path / "mask.png"))
+    out = tmp_path / "inpaint"
+    paths = sample_to_files([base], ["a red circle", "two blue squares"], str(out),
+                            overrides=Overrides(steps=3, sampler="ddpm", resample_rounds=2),
+                            inputs=ImageInputs(inpaint_image=str(tmp_path / "photo.png"),
+                                               inpaint_mask=str(tmp_path / "mask.png")))
+    first = image_io.load_image(next(p for p in paths if os.path.basename(p)[0].isdigit()))
+    kept = mask[..., 0] < 0
+    given = image_io.load_image(str(tmp_path / "photo.png"))
+    np.testing.assert_allclose(first[kept], given[kept], atol=1e-6)
+    paths = sample_to_files([base, sr], ["a red circle"], str(tmp_path / "img2img"),
+                            overrides=Overrides(steps=4, sampler="dpmpp_2m", strength=0.5,
+                                                dtype="bfloat16"),
+                            inputs=ImageInputs(negative_prompt="a blue square",
+                                               init_image=str(tmp_path / "photo.png")))
+    assert Image.open(paths[0]).size == (64, 64)
+    paths = sample_to_files([sr], [""], str(tmp_path / "up"), overrides=Overrides(steps=3),
+                            inputs=ImageInputs(lowres_image=str(tmp_path / "photo.png")))
+    assert Image.open(paths[0]).size == (64, 64)  # 16 px photo x 4
+    with pytest.raises(ValueError, match="both --inpaint_image and --inpaint_mask"):
+        ImageInputs(inpaint_image=str(tmp_path / "photo.png"))
+    with pytest.raises(FileNotFoundError, match="image not found"):
+        ImageInputs(init_image=str(tmp_path / "missing.png"))

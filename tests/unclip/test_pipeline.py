@@ -191,3 +191,12 @@ def test_decoder_inpainting_and_image_to_image(pipeline):
     plain = pipeline.decode(z_i, key, upsample=False)[0]
     same = pipeline.decode(z_i, key, upsample=False, init_image=images)[0]
     np.testing.assert_array_equal(same, plain)
+
+
+def test_upsample_a_users_image(pipeline):
+    """`generate upsample`'s path: a user's 16 px images through the upsampler."""
+    images = jax.random.uniform(jax.random.PRNGKey(3), (4, 16, 16, 3), minval=-0.8, maxval=0.8)
+    out = pipeline.upsample(images, jax.random.PRNGKey(1), aug_level=0.1)
+    assert [o.shape for o in out] == [(4, 64, 64, 3)] and bool(jnp.isfinite(out[0]).all())
+    with pytest.raises(ValueError, match="aug_level"):
+        pipeline.upsample(images, jax.random.PRNGKey(1), aug_level=2.0)

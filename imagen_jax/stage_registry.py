@@ -94,6 +94,10 @@ class StageSpec:
     # at the config's dtype, for compiling the step from shapes (imagen_jax/train/aot.py)
     # on a machine without the checkpoint.
     weightless_conditioner: Callable[[Any], Conditioner | None] = no_weightless_conditioner
+    # directory -> a frozen image-text model for evaluation (encode_images(images) ->
+    # [N, E], encode_prompts(prompts) -> (z_t [N, E], ...)), e.g. CLIP for the CLIP
+    # score; None for a stage that cannot score.
+    image_text_scorer: Callable[[str], Any] | None = None
 
 
 _REGISTRY: dict[str, StageSpec] = {}

@@ -120,6 +120,29 @@ def load_frozen_clip(clip: Any, max_length: int) -> FrozenCLIP:
     return FrozenCLIP(dataclasses.replace(stage.clip, dtype=dtype.name), params, tokenizer)
 
 
+def load_clip_for_scoring(directory: str) -> FrozenCLIP:
+    """The frozen CLIP in `directory`: a trained unclip.clip run, or a Hugging Face
+    CLIPModel directory (its config.json has a text_config). The unclip.clip stage's
+    `image_text_scorer` (imagen_jax.evaluate.clip_score)."""
+    import json
+
+    import ml_collections
+
+    config_path = os.path.join(directory, "config.json")
+    if not os.path.isfile(config_path):
+        raise FileNotFoundError(f"{directory} has no config.json: give a trained unclip.clip "
+                                "run or a Hugging Face CLIPModel directory")
+    with open(config_path, encoding="utf-8") as f:
+        config = json.load(f)
+    is_hf = "text_config" in config
+    section = ml_collections.ConfigDict({"workdir": "" if is_hf else directory,
+                                         "checkpoint": directory if is_hf else "",
+                                         "dtype": "float32"})
+    max_length = (config["text_config"].get("max_position_embeddings", 77) if is_hf
+                  else config["text"]["max_length"])
+    return load_frozen_clip(section, max_length)
+
+
 def weightless_clip(config: Any) -> FrozenCLIP:
     """The frozen CLIP of the config's variant (configs/unclip.py's clip stage: ViT-H/16
     for 'paper'), without weights, in config.clip.dtype: for compiling the prior's and

@@ -263,16 +263,18 @@ class UnclipPipeline:
         """
         if noise not in EDIT_NOISE:
             raise ValueError(f"noise must be one of {EDIT_NOISE}, got {noise!r}")
-        z_t, _, _ = self.clip.encode_prompts([target, source])
-        noise_key, decode_key = jax.random.split(key)
         shape = self.decoder.stage.output_shape(1, {})[1:]
         settings = None
+        # The image first: a malformed one is refused before anything else runs.
         if noise == "inverted":
             x_t, z_i = self.invert(image[None], steps)
             z_i, x_t, settings = z_i[0], x_t[0], self._ddim(steps)
         else:
             z_i = self.image_embeds_from_images(image[None])[0]
+        noise_key, decode_key = jax.random.split(key)
+        if noise == "fresh":
             x_t = jax.random.normal(noise_key, shape)
+        z_t, _, _ = self.clip.encode_prompts([target, source])
         edited = apply_text_diff(z_i, text_diff(z_t[0], z_t[1]), jnp.asarray(thetas))
         z_init = jnp.broadcast_to(x_t, (len(thetas),) + shape)
         return self.decode(edited, decode_key, z_init=z_init, settings=settings), edited

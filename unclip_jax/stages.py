@@ -37,7 +37,7 @@ from imagen_jax.stage_registry import StageSpec, register
 from imagen_jax.stages import (BaseStage, SamplingInputs, SuperResolutionStage, apply_model,
                                check_batch, downsample, edit_inputs, negative_prompt_condition)
 from unclip_jax.clip import CLIP, CLIPConfig, contrastive_loss, normalize
-from unclip_jax.conditioning import weightless_clip
+from unclip_jax.conditioning import load_clip_for_scoring, weightless_clip
 from unclip_jax.decoder import Decoder, DecoderConfig
 from unclip_jax.degrade import DEGRADATIONS, degrade
 from unclip_jax.prior import DiffusionPrior, PriorConfig
@@ -403,7 +403,8 @@ def check_upsampler_config(config: Any) -> None:
     check_super_resolution(config)
 
 
-register(StageSpec("unclip.clip", clip_stage_from_config, check_clip_config, clip_conditioner))
+register(StageSpec("unclip.clip", clip_stage_from_config, check_clip_config, clip_conditioner,
+                   image_text_scorer=load_clip_for_scoring))
 register(StageSpec("unclip.prior", prior_stage_from_config, check_prior_config,
                    frozen_clip_conditioner, weightless_clip))
 register(StageSpec("unclip.decoder64", decoder_stage_from_config, check_decoder_config,

@@ -8,8 +8,8 @@ prompt's z_t (Hessel et al. 2021 report 100 * max(cos, 0); the raw mean cosine i
 printed here, with that figure beside it). `--clip` is either a trained `unclip.clip`
 run (the shapes-trained CLIP of `python -m unclip_jax.demo`, runs/unclip_demo/clip by
 default) or a local Hugging Face CLIPModel directory (config.json with text_config,
-model.safetensors, tokenizer.json). The CLIP model is unCLIP's (`unclip_jax.clip`),
-imported only when a score is asked for.
+model.safetensors, tokenizer.json). The CLIP model is unCLIP's, reached through the
+stage registry's `image_text_scorer` of the unclip.clip stage.
 """
 
 from __future__ import annotations
@@ -25,26 +25,15 @@ DEFAULT_CLIP = os.path.join("runs", "unclip_demo", "clip")
 BATCH = 64
 
 
+SCORER_STAGE = "unclip.clip"  # the registered stage whose model scores image-text pairs
+
+
 def load_clip_for_scoring(directory: str) -> Any:
-    """A frozen CLIP (`unclip_jax.conditioning.FrozenCLIP`) from a trained unclip.clip
-    workdir or a Hugging Face CLIPModel directory."""
-    import ml_collections
+    """A frozen CLIP from a trained unclip.clip workdir or a Hugging Face CLIPModel
+    directory, through the stage registry (imagen_jax never imports unclip_jax)."""
+    from imagen_jax.stage_registry import lookup
 
-    from unclip_jax.conditioning import load_frozen_clip
-
-    config_path = os.path.join(directory, "config.json")
-    if not os.path.isfile(config_path):
-        raise FileNotFoundError(f"{directory} has no config.json: give a trained unclip.clip "
-                                "run or a Hugging Face CLIPModel directory")
-    with open(config_path, encoding="utf-8") as f:
-        config = json.load(f)
-    is_hf = "text_config" in config
-    section = ml_collections.ConfigDict({"workdir": "" if is_hf else directory,
-                                         "checkpoint": directory if is_hf else "",
-                                         "dtype": "float32"})
-    max_length = (config["text_config"].get("max_position_embeddings", 77) if is_hf
-                  else config["text"]["max_length"])
-    return load_frozen_clip(section, max_length)
+    return lookup(SCORER_STAGE).image_text_scorer(directory)
 
 
 def clip_score(clip: Any, images: np.ndarray, prompts: Sequence[str]) -> dict:

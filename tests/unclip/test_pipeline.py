@@ -156,7 +156,7 @@ def test_variations_and_text_diffs_decode_the_inverted_latent(pipeline):
     and so reconstructs it within the inversion error; variations with DDIM eta > 0 from
     the same latent stay nearer the image than fresh-noise decodings, and differ."""
     images = jax.random.uniform(jax.random.PRNGKey(3), (4, 16, 16, 3), minval=-0.8, maxval=0.8)
-    steps = 50
+    steps = 20
     x_t, z_i = pipeline.invert(images[:1], steps=steps)
     inversion_error = float(jnp.max(jnp.abs(pipeline.reconstruct(x_t, z_i, steps=steps)
                                             - images[:1])))

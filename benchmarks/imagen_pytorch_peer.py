@@ -128,6 +128,57 @@ def flops(batch: int, size: int) -> dict:
     return {"flops": counter.get_total_flops()}
 
 
+# aten op -> the category of benchmarks/step_profile.py it does the work of (torch
+# computes a convolution's input and kernel gradients in one op).
+PEER_CATEGORIES = (
+    ("convolution_backward", "conv input + kernel gradient"),
+    ("convolution", "conv"), ("group_norm", "group norm"),
+    ("softmax", "attention softmax"),
+    ("bmm", "matmul"), ("addmm", "matmul"), ("aten::mm", "matmul"), ("einsum", None),
+    ("matmul", None), ("linear", None),
+)
+
+
+def _category(op: str) -> str | None:
+    """The category of one aten op; None for ops that only call others (their
+    self time is their own overhead, counted as 'other')."""
+    for key, category in PEER_CATEGORIES:
+        if key in op:
+            return category or "other"
+    return "other"
+
+
+def profile(batch: int, size: int, iters: int) -> dict:
+    """Self CPU time per category (ms per step) of the training forward and of the
+    backward, each profiled on its own with torch.profiler over `iters` steps."""
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+
+    imagen = STATE["imagen"]
+    imagen.train()
+    images = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    text, mask = _text(batch)
+    out: dict = {"forward": {}, "backward": {}, "forward_wall_ms": 0.0, "backward_wall_ms": 0.0}
+    for _ in range(iters + 1):  # the first is a warm-up
+        with torch_profile(activities=[ProfilerActivity.CPU]) as fwd_prof:
+            start = time.perf_counter()
+            loss = imagen(images, text_embeds=text, text_masks=mask, unet_number=1)
+            mid = time.perf_counter()
+        with torch_profile(activities=[ProfilerActivity.CPU]) as bwd_prof:
+            loss.backward()
+            end = time.perf_counter()
+        STATE["net"].zero_grad(set_to_none=True)
+        if _ == 0:
+            continue
+        out["forward_wall_ms"] += (mid - start) * 1e3 / iters
+        out["backward_wall_ms"] += (end - mid) * 1e3 / iters
+        for phase, prof in (("forward", fwd_prof), ("backward", bwd_prof)):
+            for event in prof.key_averages():
+                category = _category(event.key)
+                ms = event.self_cpu_time_total / 1e3 / iters
+                out[phase][category] = out[phase].get(category, 0.0) + ms
+    return out
+
+
 def conv(shapes: list, iters: int) -> dict:
     """Median ms of one 3x3 convolution (NCHW, padding 1) forward, and forward +
     backward (both gradients), per [batch, side, channels]."""
@@ -166,7 +217,7 @@ def main() -> None:
                 _reply({"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
                 continue
             _reply({"build": build, "train": train, "sample": sample, "conv": conv,
-                    "flops": flops}[cmd](**msg))
+                    "flops": flops, "profile": profile}[cmd](**msg))
         except Exception as e:  # reported to the harness, which prints it and stops
             _reply({"error": f"{type(e).__name__}: {e}"})
 

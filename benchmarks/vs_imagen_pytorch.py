@@ -35,6 +35,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks.step_profile import profile_step  # noqa: E402
 from benchmarks.vs_imagen_pytorch_report import GUIDANCE, SAMPLE_STEPS, report  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -194,6 +195,19 @@ class Ours:
         return time.perf_counter() - start
 
 
+def cpu_model() -> str:
+    """The processor's model name (Linux), for the report."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+    return platform.processor() or "unknown"
+
+
 def matmul_peak_gflops(n: int = 1024, reps: int = 20) -> float:
     """float32 matmul rate of this machine through XLA (the same BLAS path the U-Net's
     dense layers take), median of `reps` products."""
@@ -293,6 +307,8 @@ def run(args: argparse.Namespace) -> dict:
                 row["phases"] = {"ours": ours.phases(data, args.iters),
                                  "peer": {k: statistics.median(v)
                                           for k, v in peer_phases.items()}}
+                row["profile"] = {"ours": profile_step(ours, data, iters=3),
+                                  "peer": peer("profile", batch=batch, size=size, iters=3)}
                 unit = batch
             else:
                 row["compile_s"] = ours.sample(batch)
@@ -317,7 +333,7 @@ def run(args: argparse.Namespace) -> dict:
         versions = built["versions"]
     finally:
         peer.close()
-    return {"environment": environment(), "jax_devices": str(jax.devices()),
+    return {"environment": environment(), "cpu_model": cpu_model(), "jax_devices": str(jax.devices()),
             "xla_flags": os.environ.get("XLA_FLAGS", ""), "date": time.strftime("%Y-%m-%d"),
             "peer_versions": versions, "params": params, "rows": rows, "memory": memory,
             "convs": convs,

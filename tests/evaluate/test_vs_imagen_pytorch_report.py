@@ -41,11 +41,11 @@ RESULT = {
 def test_report_rows_and_needed_rate():
     text = "\n".join(report(RESULT))
     assert "(2026-01-02)" in text and "`--x=1`" in text
-    assert "| train 32px batch 8 | 500.0 | 1000.0 | 16.00 | 8.00 | 2.00x | 1.25x | 3.0 |" in text
-    assert "| sample 32px batch 4 | 2000.0 | 3000.0 | 10.00 | 6.67 | 1.50x | 2.00x | 4.0 |" in text
-    # 40 GFLOP in 0.5 s = 80 GFLOP/s; peer 30 GFLOP in 1 s; 1.25x the peer's speed needs
-    # the step in 0.8 s: 40 / 0.8 = 50 GFLOP/s.
-    assert "| train 32px batch 8 | 40.0 | 30.0 | 80.0 (80%) | 30.0 (30%) | 50.0 (50%) |" in text
+    assert "| train 32px batch 8 | 500.0 | 1000.0 | 16.00 | 8.00 | 2.00x | 1.10x | 3.0 |" in text
+    assert "| sample 32px batch 4 | 2000.0 | 3000.0 | 10.00 | 6.67 | 1.50x | 1.50x | 4.0 |" in text
+    # 40 GFLOP in 0.5 s = 80 GFLOP/s; peer 30 GFLOP in 1 s; 1.1x the peer's speed needs
+    # the step in 1 / 1.1 s: 40 * 1.1 = 44 GFLOP/s.
+    assert "| train 32px batch 8 | 40.0 | 30.0 | 80.0 (80%) | 30.0 (30%) | 44.0 (44%) |" in text
     assert "| train 32px batch 8 | imagen-jax | 100 | 300 | 10 |" in text
 
 
@@ -55,3 +55,30 @@ def test_report_only_needs_the_json(tmp_path):
     (tmp_path / "perf.json").write_text(__import__("json").dumps(RESULT))
     _harness().main(["--report_only", f"--out={tmp_path}/perf.md"])
     assert "2.00x" in (tmp_path / "perf.md").read_text()
+
+
+def test_profile_table_sums_each_side_per_kind_of_op():
+    from benchmarks.step_profile import CATEGORIES
+
+    result = dict(RESULT, rows=[dict(RESULT["rows"][0])])
+    ours = {c: 1.0 for c in CATEGORIES}
+    ours.update({"conv forward": 30.0, "conv input gradient": 20.0, "conv kernel gradient": 25.0})
+    result["rows"][0]["profile"] = {
+        "ours": {"wall_ms": 150.0, "thunk_ms": 185.0, "categories": ours,
+                 "top": [{"op": "convolution.3", "ms": 9.0, "category": "conv kernel gradient",
+                          "shape": "f32[64,3,3,64]{3,2,1,0}"}]},
+        "peer": {"forward": {"conv": 40.0, "matmul": 5.0, "attention softmax": 1.0,
+                             "other": 20.0},
+                 "backward": {"conv input + kernel gradient": 70.0, "matmul": 9.0,
+                              "other": 30.0},
+                 "forward_wall_ms": 70.0, "backward_wall_ms": 115.0}}
+    text = "\n".join(report(result))
+    # convolutions: forward 30, backward 20 + 25; the peer's one backward op
+    assert "| train 32px batch 8 | convolutions | 30 | 45 | 40 | 70 |" in text
+    # attention and dense: our 4 categories at 1 ms (2 forward, 2 backward); peer matmul
+    # + softmax
+    assert "| train 32px batch 8 | attention and dense layers (matmuls, softmax, masking) " \
+           "| 2 | 2 | 6 | 9 |" in text
+    # every category once: forward 30 + 5 x 1, backward 45 + 5 x 1
+    assert "| train 32px batch 8 | **sum of ops** (wall) | 35 | 50 | 66 (70) | 109 (115) |" in text
+    assert "convolution.3 f32[64,3,3,64] (conv kernel gradient) 9.0 ms" in text

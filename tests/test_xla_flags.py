@@ -25,7 +25,7 @@ ENTRY_POINTS = (
     "imagen_jax/data/embed_captions.py", "unclip_jax/generate.py", "unclip_jax/demo.py",
     "benchmarks/ablations.py", "benchmarks/input_pipeline.py", "benchmarks/learning_curve.py",
     "benchmarks/sampler_sweep.py", "benchmarks/sharding.py", "benchmarks/text_tokens.py", "benchmarks/unclip_diversity.py",
-    "benchmarks/vs_imagen_pytorch.py", "benchmarks/step_profile.py", "benchmarks/tpu_compile.py", "benchmarks/tpu_sampling.py",
+    "benchmarks/vs_imagen_pytorch.py", "benchmarks/step_profile.py", "benchmarks/backward_variants.py", "benchmarks/tpu_compile.py", "benchmarks/tpu_sampling.py",
 )
 NOT_JAX_PROGRAMS = {  # programs that start no JAX backend of their own
     "benchmarks/imagen_pytorch_peer.py": "PyTorch only, in its own virtual environment",

@@ -89,3 +89,20 @@ def test_profile_of_a_small_step_times_every_convolution_kind():
         assert cats[kind] > 0, (kind, cats)
     assert abs(sum(cats.values()) - result["thunk_ms"]) < 1e-6
     assert result["wall_ms"] > 0 and result["top"][0]["ms"] >= result["top"][-1]["ms"]
+
+
+def test_backward_variants_report_has_a_row_per_shape_and_backend():
+    from benchmarks import backward_variants as bv
+
+    conv = {"shape": [8, 32, 64, 64], "forward": 1.0, "kernel gradient (XLA)": 2.5}
+    att = {"shape": [8, 256, 273, 8], "attend (autodiff)": 30.0, "closed-form backward": 40.0}
+    step = {"case": "32px batch 8", "ms": 500.0}
+    result = {"date": "2026-01-02", "cpu_model": "cpu", "environment": "env", "iters": 3,
+              "backends": {"eigen": {"convs": [conv], "attention": [att], "train_step": [step]},
+                           "ynnpack": {"convs": [dict(conv, forward=2.0)], "attention": [att],
+                                       "train_step": [dict(step, ms=600.0)]}}}
+    text = "\n".join(bv.report(result))
+    assert "| 8 x 32x32 x 64->64 | eigen | 1.00 | 2.50 |" in text
+    assert "| 8 x 32x32 x 64->64 | ynnpack | 2.00 | 2.50 |" in text
+    assert "| 8 x 256 queries x 273 keys x 8 heads | eigen | 30.0 | 40.0 |" in text
+    assert "| 32px batch 8 | 500 | 600 |" in text

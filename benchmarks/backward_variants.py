@@ -32,6 +32,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks.step_profile import median_ms  # noqa: E402
+
 BACKENDS = {
     "eigen": "-individual_convolution",
     "ynnpack": "+individual_convolution",
@@ -42,18 +44,6 @@ CONV_SHAPES = ((8, 32, 64, 64), (8, 16, 128, 128), (8, 8, 256, 256),
                (4, 64, 64, 64), (4, 32, 128, 128), (4, 16, 256, 256))
 # (batch, queries, keys, heads), head width 32: the attention levels of both models
 ATTENTION_SHAPES = ((8, 256, 273, 8), (8, 64, 81, 16), (4, 1024, 1041, 8), (4, 256, 273, 16))
-
-
-def _median_ms(fn, *args, iters: int) -> float:
-    import jax
-
-    jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
 
 
 def _conv_variants():
@@ -183,7 +173,7 @@ def measure(iters: int) -> dict:
             fn = jax.jit(fn)
             if name.startswith("kernel gradient"):
                 np.testing.assert_allclose(fn(x, w, g), ref, rtol=1e-3, atol=1e-2)
-            row[name] = _median_ms(fn, x, w, g, iters=iters)
+            row[name] = median_ms(fn, x, w, g, iters=iters)
         out["convs"].append(row)
         print(json.dumps(row), file=sys.stderr, flush=True)
     for b, t, s, n in ATTENTION_SHAPES:
@@ -201,7 +191,7 @@ def measure(iters: int) -> dict:
                 ref = grads
             for a, r in zip(grads, ref):
                 np.testing.assert_allclose(a, r, rtol=1e-3, atol=1e-4)
-            row[name] = _median_ms(fn, q, k, v, iters=iters)
+            row[name] = median_ms(fn, q, k, v, iters=iters)
         out["attention"].append(row)
         print(json.dumps(row), file=sys.stderr, flush=True)
     from benchmarks.vs_imagen_pytorch import Ours

@@ -179,6 +179,20 @@ def _replay_fn(instr: Instruction, instructions: dict[str, Instruction]):
     return conv, shapes
 
 
+def median_ms(fn: Callable, *args, iters: int) -> float:
+    """Median ms of `iters` calls of `fn(*args)` (results awaited), after one call
+    that compiles and warms up."""
+    import jax
+
+    jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
+
+
 def replay_ms(instr: Instruction, instructions: dict[str, Instruction], iters: int = 5,
               cache: dict | None = None) -> float:
     """Median ms of `instr`'s op compiled and run on its own, on random operands of
@@ -194,14 +208,7 @@ def replay_ms(instr: Instruction, instructions: dict[str, Instruction], iters: i
     hlo_types = {"f32": jnp.float32, "bf16": jnp.bfloat16, "f16": jnp.float16,
                  "s32": jnp.int32, "u32": jnp.uint32, "pred": jnp.bool_}
     args = [jnp.ones(dims, hlo_types[dtype]) for dtype, dims in shapes]
-    fn = jax.jit(fn)
-    jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - start)
-    ms = statistics.median(times) * 1e3
+    ms = median_ms(jax.jit(fn), *args, iters=iters)
     if cache is not None:
         cache[key] = ms
     return ms

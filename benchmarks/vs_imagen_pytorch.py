@@ -35,7 +35,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.step_profile import profile_step  # noqa: E402
+from benchmarks.step_profile import median_ms, profile_step  # noqa: E402
 from benchmarks.vs_imagen_pytorch_report import GUIDANCE, SAMPLE_STEPS, report  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -244,18 +244,9 @@ def conv_times(shapes, iters: int) -> list[dict]:
                                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
         both = lambda x, w, g: jax.vjp(conv, x, w)[1](g)
 
-        def median(fn, *args):
-            fn = jax.jit(fn)
-            jax.block_until_ready(fn(*args))
-            times = []
-            for _ in range(iters):
-                start = time.perf_counter()
-                jax.block_until_ready(fn(*args))
-                times.append(time.perf_counter() - start)
-            return statistics.median(times) * 1e3
-
-        out.append({"shape": [b, side, c], "forward_ms": median(conv, x, w),
-                    "forward_backward_ms": median(both, x, w, g)})
+        out.append({"shape": [b, side, c],
+                    "forward_ms": median_ms(jax.jit(conv), x, w, iters=iters),
+                    "forward_backward_ms": median_ms(jax.jit(both), x, w, g, iters=iters)})
     return out
 
 

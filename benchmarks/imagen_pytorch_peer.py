@@ -128,24 +128,21 @@ def flops(batch: int, size: int) -> dict:
     return {"flops": counter.get_total_flops()}
 
 
-# aten op -> the category of benchmarks/step_profile.py it does the work of (torch
-# computes a convolution's input and kernel gradients in one op).
+# Part of an aten op's name -> the kind of work it does, first match wins (torch
+# computes a convolution's input and kernel gradients in one op). Everything else,
+# including wrappers such as aten::matmul or aten::einsum whose self time is their
+# own overhead, is 'other'.
 PEER_CATEGORIES = (
     ("convolution_backward", "conv input + kernel gradient"),
     ("convolution", "conv"), ("group_norm", "group norm"),
     ("softmax", "attention softmax"),
-    ("bmm", "matmul"), ("addmm", "matmul"), ("aten::mm", "matmul"), ("einsum", None),
-    ("matmul", None), ("linear", None),
+    ("bmm", "matmul"), ("addmm", "matmul"), ("aten::mm", "matmul"),
 )
 
 
-def _category(op: str) -> str | None:
-    """The category of one aten op; None for ops that only call others (their
-    self time is their own overhead, counted as 'other')."""
-    for key, category in PEER_CATEGORIES:
-        if key in op:
-            return category or "other"
-    return "other"
+def _category(op: str) -> str:
+    """The category of one aten op (PEER_CATEGORIES)."""
+    return next((category for key, category in PEER_CATEGORIES if key in op), "other")
 
 
 def profile(batch: int, size: int, iters: int) -> dict:
@@ -158,7 +155,7 @@ def profile(batch: int, size: int, iters: int) -> dict:
     images = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(2)) * 2 - 1
     text, mask = _text(batch)
     out: dict = {"forward": {}, "backward": {}, "forward_wall_ms": 0.0, "backward_wall_ms": 0.0}
-    for _ in range(iters + 1):  # the first is a warm-up
+    for i in range(iters + 1):  # the first is a warm-up
         with torch_profile(activities=[ProfilerActivity.CPU]) as fwd_prof:
             start = time.perf_counter()
             loss = imagen(images, text_embeds=text, text_masks=mask, unet_number=1)
@@ -167,7 +164,7 @@ def profile(batch: int, size: int, iters: int) -> dict:
             loss.backward()
             end = time.perf_counter()
         STATE["net"].zero_grad(set_to_none=True)
-        if _ == 0:
+        if i == 0:
             continue
         out["forward_wall_ms"] += (mid - start) * 1e3 / iters
         out["backward_wall_ms"] += (end - mid) * 1e3 / iters

@@ -153,19 +153,11 @@ class Ours:
         Adam update (compiled and timed on its own, on gradients of the params' shape)."""
         jax = self.jax
 
-        def median_time(fn, *args):
-            jax.block_until_ready(fn(*args))  # compile
-            times = []
-            for _ in range(iters):
-                start = time.perf_counter()
-                jax.block_until_ready(fn(*args))
-                times.append(time.perf_counter() - start)
-            return statistics.median(times)
-
-        fwd = median_time(self.forward, self.params, batch, self.key)
-        fwd_bwd = median_time(self.forward_backward, self.params, batch, self.key)
+        fwd = median_ms(self.forward, self.params, batch, self.key, iters=iters) / 1e3
+        fwd_bwd = median_ms(self.forward_backward, self.params, batch, self.key,
+                            iters=iters) / 1e3
         grads = jax.tree.map(lambda x: self.jnp.full_like(x, 1e-3), self.params)
-        adam = median_time(self.adam_update, self.params, self.opt, grads)
+        adam = median_ms(self.adam_update, self.params, self.opt, grads, iters=iters) / 1e3
         return {"forward": fwd, "backward": fwd_bwd - fwd, "adam": adam}
 
     def train_flops(self, batch: dict) -> float:
@@ -324,7 +316,8 @@ def run(args: argparse.Namespace) -> dict:
         versions = built["versions"]
     finally:
         peer.close()
-    return {"environment": environment(), "cpu_model": cpu_model(), "jax_devices": str(jax.devices()),
+    return {"environment": environment(), "cpu_model": cpu_model(),
+            "jax_devices": str(jax.devices()),
             "xla_flags": os.environ.get("XLA_FLAGS", ""), "date": time.strftime("%Y-%m-%d"),
             "peer_versions": versions, "params": params, "rows": rows, "memory": memory,
             "convs": convs,
